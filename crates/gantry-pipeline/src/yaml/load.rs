@@ -1,6 +1,6 @@
 //! Event stream → [`Node`] tree, with anchors, aliases, merge keys, duplicate keys and budgets.
 
-use super::{Entry, Map, Node, Style, Value};
+use super::{Map, Node, Style, Value};
 use crate::diag::Diagnostics;
 use crate::source::{FileId, Pos, SourceMap, Span};
 use saphyr_parser::{Event, Parser, ScalarStyle, Span as YSpan};

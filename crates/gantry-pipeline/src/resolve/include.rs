@@ -1,0 +1,538 @@
+//! `include:` — local files (with globs), files of other projects, remote URLs; `rules` on
+//! includes; `inputs` passed to files with a `spec:` header. All I/O goes through [`Fetcher`],
+//! so this stays pure: the server fetches from its git mirrors, `gantry run` from the working
+//! tree, tests from a map in memory.
+
+use super::{VarLookup, header_and_body};
+use crate::diag::{Diagnostics, did_you_mean};
+use crate::source::{FileId, SourceMap, Span};
+use crate::yaml::{self, Map, Node, Value};
+
+/// At most this many files may be included, as in GitLab.
+pub const MAX_INCLUDES: usize = 150;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    NotFound,
+    /// The source exists but this fetcher cannot reach it (e.g. remote includes offline).
+    Unsupported(String),
+    Failed(String),
+}
+
+/// What a fetch returns: the file's display name and text.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub name: String,
+    pub text: String,
+}
+
+/// Where include files come from.
+pub trait Fetcher {
+    /// A file of this project at the pipeline's commit; `path` has no leading `/`.
+    fn local(&self, path: &str) -> Result<Fetched, FetchError>;
+    /// Every file of this project at that commit (for globs and `rules:exists`).
+    fn local_files(&self) -> Result<Vec<String>, FetchError>;
+    /// A file of another project, at `git_ref` or that project's default branch.
+    fn project(
+        &self,
+        project: &str,
+        git_ref: Option<&str>,
+        path: &str,
+    ) -> Result<Fetched, FetchError>;
+    /// A file over HTTP(S); implementations apply a timeout and a size limit.
+    fn remote(&self, url: &str) -> Result<Fetched, FetchError>;
+}
+
+/// A fetcher for a lone file: every include fails with a clear error.
+#[derive(Debug, Default)]
+pub struct NoFetcher;
+
+impl Fetcher for NoFetcher {
+    fn local(&self, _: &str) -> Result<Fetched, FetchError> {
+        Err(FetchError::Unsupported(
+            "no repository to read includes from".into(),
+        ))
+    }
+    fn local_files(&self) -> Result<Vec<String>, FetchError> {
+        Ok(Vec::new())
+    }
+    fn project(&self, _: &str, _: Option<&str>, _: &str) -> Result<Fetched, FetchError> {
+        Err(FetchError::Unsupported(
+            "no server to read other projects from".into(),
+        ))
+    }
+    fn remote(&self, _: &str) -> Result<Fetched, FetchError> {
+        Err(FetchError::Unsupported(
+            "remote includes are not available here".into(),
+        ))
+    }
+}
+
+/// The kinds of include, for messages and `config --explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncludeKind {
+    Local(String),
+    Project {
+        project: String,
+        git_ref: Option<String>,
+        file: String,
+    },
+    Remote(String),
+}
+
+pub(super) struct Ctx<'a> {
+    fetcher: &'a dyn Fetcher,
+    vars: VarLookup<'a>,
+    pub(super) files: Vec<FileId>,
+    count: usize,
+    chain: Vec<String>,
+    local_files: Option<Vec<String>>,
+    over_limit_reported: bool,
+}
+
+const INCLUDE_KEYS: &[&str] = &[
+    "local",
+    "project",
+    "file",
+    "ref",
+    "remote",
+    "template",
+    "component",
+    "inputs",
+    "rules",
+    "integrity",
+];
+
+impl<'a> Ctx<'a> {
+    pub(super) fn new(fetcher: &'a dyn Fetcher, vars: VarLookup<'a>) -> Self {
+        Ctx {
+            fetcher,
+            vars,
+            files: Vec::new(),
+            count: 0,
+            chain: Vec::new(),
+            local_files: None,
+            over_limit_reported: false,
+        }
+    }
+
+    /// Expands the `include:` of `body` (read from `file`) and returns the merged tree:
+    /// included files in order, each later one over the earlier, and `body` over them all.
+    pub(super) fn expand(
+        &mut self,
+        sources: &mut SourceMap,
+        file: FileId,
+        mut body: Node,
+        diags: &mut Diagnostics,
+    ) -> Node {
+        self.files.push(file);
+        self.chain.push(sources.name(file).to_string());
+        let Some(map) = body.as_map_mut() else {
+            self.chain.pop();
+            return body;
+        };
+        let Some(inc) = map.remove("include").map(|e| e.value) else {
+            self.chain.pop();
+            return body;
+        };
+        let mut acc: Option<Node> = None;
+        let items: Vec<Node> = match inc.value {
+            Value::Seq(items) => items,
+            Value::Null => Vec::new(),
+            other => vec![Node {
+                value: other,
+                span: inc.span,
+                tag: inc.tag,
+            }],
+        };
+        for item in items {
+            for (kind, span, given_inputs) in self.entries(item, diags) {
+                if let Some(included) =
+                    self.include_one(sources, kind, span, given_inputs.as_ref(), diags)
+                {
+                    match &mut acc {
+                        None => acc = Some(included),
+                        Some(a) => deep_merge(a, included),
+                    }
+                }
+            }
+        }
+        self.chain.pop();
+        match acc {
+            None => body,
+            Some(mut a) => {
+                deep_merge(&mut a, body);
+                a
+            }
+        }
+    }
+
+    /// The includes one `include:` item stands for (a glob may stand for several).
+    fn entries(
+        &mut self,
+        item: Node,
+        diags: &mut Diagnostics,
+    ) -> Vec<(IncludeKind, Span, Option<Node>)> {
+        let span = item.span;
+        match &item.value {
+            Value::Scalar(s, _) => {
+                let s = s.trim();
+                if s.starts_with("http://") || s.starts_with("https://") {
+                    vec![(IncludeKind::Remote(s.to_string()), span, None)]
+                } else {
+                    self.locals(s, span, diags)
+                        .into_iter()
+                        .map(|k| (k, span, None))
+                        .collect()
+                }
+            }
+            Value::Map(m) => {
+                for e in &m.entries {
+                    if !INCLUDE_KEYS.contains(&e.key.as_str()) {
+                        let mut d = crate::diag::Diagnostic::error(
+                            "E0201",
+                            format!("unknown include key '{}'", e.key),
+                            Some(e.key_span),
+                        );
+                        if let Some(s) = did_you_mean(&e.key, INCLUDE_KEYS.iter().copied()) {
+                            d = d.with_help(format!("did you mean '{s}'?"));
+                        }
+                        diags.push(d);
+                    }
+                }
+                if let Some(rules) = m.get("rules")
+                    && !self.rules_allow(rules, diags)
+                {
+                    return Vec::new();
+                }
+                let inputs = m.get("inputs").cloned();
+                if let Some(local) = m.get("local") {
+                    let Some(path) = str_of(local, "include:local", diags) else {
+                        return Vec::new();
+                    };
+                    return self
+                        .locals(path, local.span, diags)
+                        .into_iter()
+                        .map(|k| (k, span, inputs.clone()))
+                        .collect();
+                }
+                if let Some(remote) = m.get("remote") {
+                    let Some(url) = str_of(remote, "include:remote", diags) else {
+                        return Vec::new();
+                    };
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        diags.error(
+                            "E0301",
+                            format!("include:remote must be an http(s) URL, found '{url}'"),
+                            Some(remote.span),
+                        );
+                        return Vec::new();
+                    }
+                    return vec![(IncludeKind::Remote(url.to_string()), span, inputs)];
+                }
+                if let Some(project) = m.get("project") {
+                    let Some(project_name) = str_of(project, "include:project", diags) else {
+                        return Vec::new();
+                    };
+                    let git_ref = m
+                        .get("ref")
+                        .and_then(|r| str_of(r, "include:ref", diags))
+                        .map(str::to_string);
+                    let files: Vec<&Node> = match m.get("file") {
+                        None => {
+                            diags.error_help("E0202", "include:project needs `file:`", Some(project.span), "name the file(s) to include from that project, e.g. `file: /templates/ci.yml`");
+                            return Vec::new();
+                        }
+                        Some(n) => match &n.value {
+                            Value::Seq(items) => items.iter().collect(),
+                            _ => vec![n],
+                        },
+                    };
+                    return files
+                        .into_iter()
+                        .filter_map(|f| str_of(f, "include:file", diags).map(|p| (p, f.span)))
+                        .map(|(p, s)| {
+                            (
+                                IncludeKind::Project {
+                                    project: project_name.to_string(),
+                                    git_ref: git_ref.clone(),
+                                    file: p.trim_start_matches('/').to_string(),
+                                },
+                                s,
+                                inputs.clone(),
+                            )
+                        })
+                        .collect();
+                }
+                if let Some(t) = m.get("template") {
+                    diags.error_help(
+                        "E0303",
+                        format!("include:template '{}' is GitLab's template library, which Gantry does not ship", t.as_str().unwrap_or("?")),
+                        Some(t.span),
+                        "vendor the template into your repository and use `include: local: path/to/template.yml`",
+                    );
+                    return Vec::new();
+                }
+                if let Some(c) = m.get("component") {
+                    diags.error_help("E0208", "include:component is not supported yet", Some(c.span), "vendor the component's template and include it with `include: local:` and `inputs:`");
+                    return Vec::new();
+                }
+                diags.error_help(
+                    "E0202",
+                    "an include needs one of `local`, `project`, `remote` or `template`",
+                    Some(span),
+                    "for example `include: {local: ci/build.yml}`",
+                );
+                Vec::new()
+            }
+            _ => {
+                diags.error(
+                    "E0202",
+                    format!(
+                        "an include must be a string or a map, found a {}",
+                        item.kind()
+                    ),
+                    Some(span),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn locals(&mut self, path: &str, span: Span, diags: &mut Diagnostics) -> Vec<IncludeKind> {
+        let path = path.trim().trim_start_matches('/');
+        if !path.contains(['*', '?', '[']) {
+            return vec![IncludeKind::Local(path.to_string())];
+        }
+        let glob = match globset::GlobBuilder::new(path)
+            .literal_separator(true)
+            .build()
+        {
+            Ok(g) => g.compile_matcher(),
+            Err(e) => {
+                diags.error(
+                    "E0301",
+                    format!("invalid glob in include:local: {e}"),
+                    Some(span),
+                );
+                return Vec::new();
+            }
+        };
+        let files = self.local_files_cached();
+        let mut hits: Vec<String> = files
+            .iter()
+            .filter(|f| glob.is_match(f))
+            .filter(|f| f.ends_with(".yml") || f.ends_with(".yaml"))
+            .cloned()
+            .collect();
+        hits.sort();
+        if hits.is_empty() {
+            diags.error_help(
+                "E0301",
+                format!("include:local '{path}' matches no file"),
+                Some(span),
+                "check the pattern: `*` does not cross `/`, `**` does",
+            );
+        }
+        hits.into_iter().map(IncludeKind::Local).collect()
+    }
+
+    fn local_files_cached(&mut self) -> &[String] {
+        if self.local_files.is_none() {
+            self.local_files = Some(self.fetcher.local_files().unwrap_or_default());
+        }
+        self.local_files.as_deref().unwrap_or_default()
+    }
+
+    fn rules_allow(&mut self, rules: &Node, diags: &mut Diagnostics) -> bool {
+        let Some(items) = rules.as_seq() else {
+            diags.error("E0202", "include:rules must be a list", Some(rules.span));
+            return false;
+        };
+        for rule in items {
+            let Some(m) = rule.as_map() else {
+                diags.error("E0202", "an include rule must be a map", Some(rule.span));
+                continue;
+            };
+            let mut matched = true;
+            if let Some(cond) = m.get("if") {
+                matched &= match cond.as_str().map(crate::expr::parse) {
+                    Some(Ok(e)) => e.evaluate(self.vars),
+                    Some(Err(err)) => {
+                        diags.error(
+                            "E0501",
+                            format!("invalid expression in include rules:if: {}", err.message),
+                            Some(cond.span),
+                        );
+                        false
+                    }
+                    None => false,
+                };
+            }
+            if let Some(ex) = m.get("exists") {
+                let pats: Vec<String> = string_list(ex);
+                let files = self.local_files_cached().to_vec();
+                matched &= pats.iter().any(|p| {
+                    globset::Glob::new(p.trim_start_matches('/'))
+                        .map(|g| g.compile_matcher())
+                        .is_ok_and(|g| files.iter().any(|f| g.is_match(f)))
+                });
+            }
+            if matched {
+                return !matches!(m.get("when").and_then(Node::as_str), Some("never"));
+            }
+        }
+        false
+    }
+
+    fn include_one(
+        &mut self,
+        sources: &mut SourceMap,
+        kind: IncludeKind,
+        span: Span,
+        given_inputs: Option<&Node>,
+        diags: &mut Diagnostics,
+    ) -> Option<Node> {
+        self.count += 1;
+        if self.count > MAX_INCLUDES {
+            if !self.over_limit_reported {
+                self.over_limit_reported = true;
+                diags.error_help(
+                    "E0302",
+                    format!("more than {MAX_INCLUDES} files are included"),
+                    Some(span),
+                    "merge small include files, or remove includes that are included twice",
+                );
+            }
+            return None;
+        }
+        let fetched = match &kind {
+            IncludeKind::Local(p) => self.fetcher.local(p),
+            IncludeKind::Project {
+                project,
+                git_ref,
+                file,
+            } => self.fetcher.project(project, git_ref.as_deref(), file),
+            IncludeKind::Remote(url) => self.fetcher.remote(url),
+        };
+        let what = match &kind {
+            IncludeKind::Local(p) => format!("local file '{p}'"),
+            IncludeKind::Project {
+                project,
+                git_ref,
+                file,
+            } => format!(
+                "file '{file}' of project '{project}'{}",
+                git_ref
+                    .as_deref()
+                    .map(|r| format!(" at '{r}'"))
+                    .unwrap_or_default()
+            ),
+            IncludeKind::Remote(u) => format!("remote file '{u}'"),
+        };
+        let fetched = match fetched {
+            Ok(f) => f,
+            Err(FetchError::NotFound) => {
+                diags.error_help(
+                    "E0301",
+                    format!("included {what} does not exist"),
+                    Some(span),
+                    "check the path: local includes are relative to the repository root",
+                );
+                return None;
+            }
+            Err(FetchError::Unsupported(why) | FetchError::Failed(why)) => {
+                diags.error(
+                    "E0301",
+                    format!("included {what} could not be read: {why}"),
+                    Some(span),
+                );
+                return None;
+            }
+        };
+        if self.chain.contains(&fetched.name) {
+            diags.error_help(
+                "E0304",
+                format!(
+                    "include cycle: {} includes itself through {}",
+                    fetched.name,
+                    self.chain.join(" → ")
+                ),
+                Some(span),
+                "remove one of the includes in the cycle",
+            );
+            return None;
+        }
+        let id = match sources.find(&fetched.name) {
+            Some(id) if sources.get(id).text == fetched.text => id,
+            _ => sources.add(fetched.name, fetched.text),
+        };
+        let docs = yaml::load_with_limits(sources, id, diags, yaml::Limits::default())?;
+        let body = header_and_body(docs, diags, given_inputs)?;
+        if !body.is_null() && body.as_map().is_none() {
+            diags.error(
+                "E0202",
+                format!("the included {what} must contain a map of jobs and keywords"),
+                Some(body.span),
+            );
+            return None;
+        }
+        Some(self.expand(sources, id, body, diags))
+    }
+}
+
+fn str_of<'n>(n: &'n Node, what: &str, diags: &mut Diagnostics) -> Option<&'n str> {
+    match n.as_str() {
+        Some(s) => Some(s),
+        None => {
+            diags.error(
+                "E0202",
+                format!("{what} must be a string, found a {}", n.kind()),
+                Some(n.span),
+            );
+            None
+        }
+    }
+}
+
+pub(crate) fn string_list(n: &Node) -> Vec<String> {
+    match &n.value {
+        Value::Seq(items) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_string))
+            .collect(),
+        Value::Scalar(s, _) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// GitLab's deep merge: maps merge key by key, recursively; anything else is replaced.
+pub(crate) fn deep_merge(base: &mut Node, over: Node) {
+    match (&mut base.value, over.value) {
+        (Value::Map(b), Value::Map(o)) => merge_maps(b, o),
+        (_, v) => {
+            base.value = v;
+            base.span = over.span;
+            base.tag = over.tag;
+        }
+    }
+}
+
+pub(crate) fn merge_maps(base: &mut Map, over: Map) {
+    for e in over.entries {
+        match base.entries.iter_mut().find(|b| b.key == e.key) {
+            Some(b)
+                if b.value.as_map().is_some()
+                    && e.value.as_map().is_some()
+                    && e.value.tag.is_none() =>
+            {
+                deep_merge(&mut b.value, e.value);
+            }
+            Some(b) => {
+                b.value = e.value;
+                b.key_span = e.key_span;
+            }
+            None => base.entries.push(e),
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! `gantry`: the one binary. Subcommands are thin: they parse arguments, call the library
+//! crates and print. See ARCHITECTURE.md for the map.
+
+mod cmd;
+mod repo;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gantry",
+    version,
+    about = "Container CI/CD in one binary: pipelines in the GitLab CI dialect, from commit to production."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a pipeline file and print every problem with its line (exit 1 on errors).
+    Lint(cmd::lint::Args),
+    /// Print the fully merged pipeline (includes, extends, !reference resolved).
+    Config(cmd::config::Args),
+    /// Show the jobs that would run for an event, their order, and why.
+    Plan(cmd::plan::Args),
+    /// Print a JSON Schema of the pipeline file for editors.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Lint(a) => cmd::lint::run(a),
+        Command::Config(a) => cmd::config::run(a),
+        Command::Plan(a) => cmd::plan::run(a),
+        Command::Schema => cmd::schema::run(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
