@@ -204,12 +204,126 @@ fn run_case(case: &Case) -> String {
                     out.push_str(&format!("vars {}: {}\n", j.name, vars.join(" ")));
                 }
             }
+            out.push_str(&settings(&plan));
         }
     }
     if !diags.is_empty() {
         out.push_str(&diags.render(&loaded.sources));
     }
     out
+}
+
+/// The resolved settings of each planned job (once per job of the file, not per instance),
+/// one keyword a line in a compact flow style, so that a case about a keyword shows how it
+/// was read. Keywords the plan already shows (stage, rules, when, needs, variables, …) and
+/// empty or `false` values are left out; a job with nothing but a one-line script shows
+/// nothing.
+fn settings(plan: &plan::Plan) -> String {
+    const SHOWN_BY_PLAN: &[&str] = &[
+        "name",
+        "stage",
+        "rules",
+        "only",
+        "except",
+        "when",
+        "start_in",
+        "allow_failure",
+        "needs",
+        "variables",
+        "interruptible",
+        "parallel",
+    ];
+    let mut out = String::new();
+    let mut seen = std::collections::HashSet::new();
+    for j in &plan.jobs {
+        if !seen.insert(j.job.name.clone()) {
+            continue;
+        }
+        let serde_json::Value::Object(map) = serde_json::to_value(&j.job).unwrap() else {
+            continue;
+        };
+        // A job whose only setting is a one-line script shows nothing: that is most jobs.
+        let trivial = map.iter().all(|(k, v)| {
+            SHOWN_BY_PLAN.contains(&k.as_str())
+                || (k == "inherit_variables" && *v == serde_json::Value::Bool(true))
+                || (k == "script" && v.as_array().is_some_and(|a| a.len() <= 1))
+                || prune(v.clone()).is_none()
+        });
+        if trivial {
+            continue;
+        }
+        let mut lines = Vec::new();
+        for (k, v) in map {
+            if SHOWN_BY_PLAN.contains(&k.as_str()) {
+                continue;
+            }
+            if k == "inherit_variables" && v == serde_json::Value::Bool(true) {
+                continue;
+            }
+            if let Some(v) = prune(v) {
+                lines.push(format!("  {k}: {}", flow(&v)));
+            }
+        }
+        if !lines.is_empty() {
+            out.push_str(&format!("settings {}\n{}\n", j.job.name, lines.join("\n")));
+        }
+    }
+    if !out.is_empty() {
+        out.insert(0, '\n');
+    }
+    out
+}
+
+/// Drops `false`, `null`, empty lists and maps, and `artifacts:public: true` (the default).
+fn prune(v: serde_json::Value) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    match v {
+        Value::Null | Value::Bool(false) => None,
+        Value::Array(items) => {
+            let items: Vec<Value> = items.into_iter().filter_map(prune).collect();
+            (!items.is_empty()).then_some(Value::Array(items))
+        }
+        Value::Object(m) => {
+            let m: serde_json::Map<String, Value> = m
+                .into_iter()
+                .filter(|(k, v)| !(k == "public" && *v == Value::Bool(true)))
+                .filter_map(|(k, v)| prune(v).map(|v| (k, v)))
+                .collect();
+            (!m.is_empty()).then_some(Value::Object(m))
+        }
+        other => Some(other),
+    }
+}
+
+/// `{k: v, k2: [a, b]}`; strings bare unless they would read ambiguously.
+fn flow(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => {
+            let plain = !s.is_empty()
+                && !s.starts_with([' ', '"', '\'', '[', '{', '-'])
+                && !s.ends_with(' ')
+                && !s.contains([',', '[', ']', '{', '}', '\n', '"'])
+                && !s.contains(": ");
+            if plain {
+                s.clone()
+            } else {
+                serde_json::to_string(s).unwrap()
+            }
+        }
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(flow).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Object(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("{k}: {}", flow(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => other.to_string(),
+    }
 }
 
 #[test]
