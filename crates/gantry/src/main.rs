@@ -26,6 +26,8 @@ enum Command {
     Config(cmd::config::Args),
     /// Show the jobs that would run for an event, their order, and why.
     Plan(cmd::plan::Args),
+    /// Run the pipeline on this machine from the working tree (shell or Docker executor).
+    Run(Box<cmd::run::Args>),
     /// Print a JSON Schema of the pipeline file for editors.
     Schema,
 }
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Command::Lint(a) => cmd::lint::run(a),
         Command::Config(a) => cmd::config::run(a),
         Command::Plan(a) => cmd::plan::run(a),
+        Command::Run(a) => cmd::run::run(*a),
         Command::Schema => cmd::schema::run(),
     };
     match result {

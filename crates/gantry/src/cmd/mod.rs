@@ -4,6 +4,7 @@ pub mod config;
 pub mod lint;
 pub mod plan;
 pub mod remote;
+pub mod run;
 pub mod schema;
 
 use crate::repo::{FsFetcher, Repo, read_text};

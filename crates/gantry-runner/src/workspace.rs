@@ -1,0 +1,143 @@
+//! A clean workspace per job, made from the working tree.
+//!
+//! By default a job sees the committed state (`git archive HEAD`), as a CI server would; with
+//! `dirty` it sees the working tree as it is, tracked and untracked-but-not-ignored files
+//! alike. Outside git the directory is copied whole (without `.git`, `target` and
+//! `node_modules`).
+
+use crate::fsutil::copy_file;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub root: PathBuf,
+    pub is_git: bool,
+    pub dirty: bool,
+}
+
+impl Source {
+    pub fn new(root: &Path, dirty: bool) -> Source {
+        let is_git = Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(["rev-parse", "--is-inside-work-tree"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        Source {
+            root: root.to_path_buf(),
+            is_git,
+            dirty,
+        }
+    }
+
+    /// Fills the empty directory `dest` with the project's files.
+    pub fn checkout(&self, dest: &Path) -> Result<()> {
+        std::fs::create_dir_all(dest)?;
+        if self.is_git && !self.dirty {
+            let has_head = Command::new("git")
+                .arg("-C")
+                .arg(&self.root)
+                .args(["rev-parse", "--verify", "-q", "HEAD"])
+                .output()?
+                .status
+                .success();
+            if !has_head {
+                bail!(
+                    "the repository at {} has no commit yet: commit first, or run with --dirty to use the working tree",
+                    self.root.display()
+                );
+            }
+            let archive = Command::new("git")
+                .arg("-C")
+                .arg(&self.root)
+                .args(["archive", "--format=tar", "HEAD"])
+                .output()
+                .context("running git archive")?;
+            if !archive.status.success() {
+                bail!(
+                    "git archive failed: {}",
+                    String::from_utf8_lossy(&archive.stderr).trim()
+                );
+            }
+            let mut child = Command::new("tar")
+                .arg("-x")
+                .arg("-C")
+                .arg(dest)
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .context("running tar")?;
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .expect("piped")
+                .write_all(&archive.stdout)?;
+            let st = child.wait()?;
+            if !st.success() {
+                bail!("unpacking the checkout failed");
+            }
+            return Ok(());
+        }
+        for rel in self.files()? {
+            let from = self.root.join(&rel);
+            let to = dest.join(&rel);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            if from.symlink_metadata().is_ok() {
+                copy_file(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Relative paths of the files a dirty checkout copies.
+    pub fn files(&self) -> Result<Vec<PathBuf>> {
+        if self.is_git {
+            let o = Command::new("git")
+                .arg("-C")
+                .arg(&self.root)
+                .args([
+                    "ls-files",
+                    "-z",
+                    "--cached",
+                    "--others",
+                    "--exclude-standard",
+                ])
+                .output()?;
+            return Ok(o
+                .stdout
+                .split(|b| *b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| PathBuf::from(String::from_utf8_lossy(s).to_string()))
+                .collect());
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &self.root, &mut out);
+        Ok(out)
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        if name == ".git" || name == "target" || name == "node_modules" || name == ".gantry-cache" {
+            continue;
+        }
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => walk(root, &p, out),
+            Ok(_) => {
+                if let Ok(rel) = p.strip_prefix(root) {
+                    out.push(rel.to_path_buf());
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
