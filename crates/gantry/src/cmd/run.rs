@@ -79,10 +79,11 @@ fn cache_home() -> PathBuf {
         .join("gantry")
 }
 
-/// Reads `.gantry/variables`: `NAME: value` or `NAME: {value: …, masked: true}`.
-fn local_variables(
-    root: &std::path::Path,
-) -> Result<(Vec<(String, String)>, Vec<(String, String)>)> {
+type Pairs = Vec<(String, String)>;
+
+/// Reads `.gantry/variables`: `NAME: value` or `NAME: {value: …, masked: true}`; returns the
+/// plain and the masked ones.
+fn local_variables(root: &std::path::Path) -> Result<(Pairs, Pairs)> {
     let path = root.join(".gantry/variables");
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok((Vec::new(), Vec::new()));
