@@ -49,10 +49,33 @@ impl Source {
                     self.root.display()
                 );
             }
-            let archive = Command::new("git")
+            // The project may be a folder of a larger repository: archive just that tree.
+            let prefix = Command::new("git")
                 .arg("-C")
                 .arg(&self.root)
-                .args(["archive", "--format=tar", "HEAD"])
+                .args(["rev-parse", "--show-prefix"])
+                .output()
+                .context("running git rev-parse")?;
+            let prefix = String::from_utf8_lossy(&prefix.stdout)
+                .trim()
+                .trim_end_matches('/')
+                .to_string();
+            let top = Command::new("git")
+                .arg("-C")
+                .arg(&self.root)
+                .args(["rev-parse", "--show-toplevel"])
+                .output()
+                .context("running git rev-parse")?;
+            let top = String::from_utf8_lossy(&top.stdout).trim().to_string();
+            let tree = if prefix.is_empty() {
+                "HEAD".to_string()
+            } else {
+                format!("HEAD:{prefix}")
+            };
+            let archive = Command::new("git")
+                .arg("-C")
+                .arg(&top)
+                .args(["archive", "--format=tar", &tree])
                 .output()
                 .context("running git archive")?;
             if !archive.status.success() {

@@ -18,7 +18,20 @@ pub struct Repo {
 
 impl Repo {
     /// The repository containing `dir`: the git top level, or `dir` itself outside git.
+    ///
+    /// A folder holding a pipeline file is a project of its own even inside a larger
+    /// repository (like `examples/hello`).
     pub fn discover(dir: &Path) -> Repo {
+        if PIPELINE_FILES.iter().any(|f| dir.join(f).is_file()) {
+            let is_git = Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(["rev-parse", "--is-inside-work-tree"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            let root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+            return Repo { root, is_git };
+        }
         let out = Command::new("git")
             .arg("-C")
             .arg(dir)

@@ -22,14 +22,10 @@ impl Executor for ShellExecutor {
         job: &JobSpec,
         log: &LogSink,
     ) -> Result<Box<dyn Prepared>, (ExecError, Option<Box<dyn Prepared>>)> {
-        if let Some(img) = &job.image {
-            log.info(&format!(
-                "The shell executor ignores `image: {}`; use the docker executor to run in it",
-                img.name
-            ));
-        }
         if !job.services.is_empty() {
-            log.info("The shell executor cannot start `services`; use the docker executor");
+            log.info(
+                "The shell executor cannot start `services`: use the docker executor for this job",
+            );
         }
         Ok(Box::new(ShellJob {
             spec: job.clone(),

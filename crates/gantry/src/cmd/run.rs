@@ -148,6 +148,31 @@ async fn run_async(a: Args) -> Result<ExitCode> {
     let mut vars = file_vars;
     vars.append(&mut trigger.variables);
     trigger.variables = vars;
+    let executor: Arc<dyn Executor> = match a.executor {
+        ExecutorKind::Shell => Arc::new(ShellExecutor),
+        ExecutorKind::Docker => {
+            let mut d = DockerExecutor::connect()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}: start Docker, or use --executor shell"))?;
+            d.default_image = a.docker_image.clone();
+            Arc::new(d)
+        }
+        ExecutorKind::Auto => match DockerExecutor::connect().await {
+            Ok(mut d) => {
+                d.default_image = a.docker_image.clone();
+                Arc::new(d)
+            }
+            Err(e) => {
+                eprintln!("No Docker Engine answers ({e}); running jobs with the shell executor.");
+                Arc::new(ShellExecutor)
+            }
+        },
+    };
+
+    // Jobs and rules can tell which executor runs them (a Gantry variable, like GitLab's CI_RUNNER_*).
+    trigger
+        .variables
+        .push(("GANTRY_EXECUTOR".into(), executor.name().into()));
     let (plan, _) = match load_and_plan(&a.source, &trigger)? {
         Ok(x) => x,
         Err(code) => return Ok(code),
@@ -175,27 +200,6 @@ async fn run_async(a: Args) -> Result<ExitCode> {
     }
     let timeout = gantry_pipeline::model::duration::parse(&a.timeout)
         .with_context(|| format!("--timeout: '{}' is not a duration", a.timeout))?;
-
-    let executor: Arc<dyn Executor> = match a.executor {
-        ExecutorKind::Shell => Arc::new(ShellExecutor),
-        ExecutorKind::Docker => {
-            let mut d = DockerExecutor::connect()
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}: start Docker, or use --executor shell"))?;
-            d.default_image = a.docker_image.clone();
-            Arc::new(d)
-        }
-        ExecutorKind::Auto => match DockerExecutor::connect().await {
-            Ok(mut d) => {
-                d.default_image = a.docker_image.clone();
-                Arc::new(d)
-            }
-            Err(e) => {
-                eprintln!("No Docker Engine answers ({e}); running jobs with the shell executor.");
-                Arc::new(ShellExecutor)
-            }
-        },
-    };
 
     let project_key = format!(
         "{}-{}",
