@@ -24,6 +24,7 @@ use gantry_pipeline::diag::Diagnostics;
 use gantry_pipeline::plan;
 use gantry_pipeline::resolve::{FetchError, Fetched, Fetcher};
 use gantry_pipeline::trigger::{MergeRequest, Source, Trigger};
+use gantry_pipeline::vars::{Layer, Phase, Var, VarSet};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -182,8 +183,18 @@ fn run_case(case: &Case) -> String {
         .files
         .get(root)
         .expect("a case has a .gitlab-ci.yml or .gantry.yml");
+    // Include paths and include rules see the predefined variables and the trigger's
+    // (pipeline) variables, which win.
     let pre = gantry_pipeline::vars::pipeline_variables(&case.trigger);
-    let lookup = |n: &str| pre.iter().find(|v| v.name == n).map(|v| v.value.clone());
+    let lookup = |n: &str| {
+        case.trigger
+            .variables
+            .iter()
+            .rev()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+            .or_else(|| pre.iter().find(|v| v.name == n).map(|v| v.value.clone()))
+    };
     let loaded = gantry_pipeline::load(root, text, &MapFetcher(&case.files), &lookup);
     let mut out = String::new();
     let mut diags: Diagnostics = loaded.diagnostics;
@@ -193,12 +204,34 @@ fn run_case(case: &Case) -> String {
         diags.extend(plan_diags);
         if !diags.has_errors() {
             out.push_str(&plan::render(&plan));
+            if let Some(ac) = &plan.auto_cancel {
+                out.push_str(&format!(
+                    "auto_cancel: {}\n",
+                    flow(&serde_json::to_value(ac).unwrap())
+                ));
+            }
             for j in &plan.jobs {
-                let vars: Vec<String> = plan
-                    .job_variables(j)
+                // The values the job sees: expanded as GitLab expands variables that reference
+                // others; `expand: false` values stay as written and are marked `(raw)`.
+                let all = plan.job_variables(j);
+                let mut set = VarSet::new();
+                set.push(
+                    Layer::Job,
+                    all.iter()
+                        .map(|v| Var::new(&v.name, &v.value, Phase::Pipeline).with_raw(v.raw)),
+                );
+                let expanded = set.expand_all().expect("no cycles in fixtures");
+                let vars: Vec<String> = expanded
                     .iter()
                     .filter(|v| !v.name.starts_with("CI") && !v.name.starts_with("GITLAB_"))
-                    .map(|v| format!("{}={}", v.name, v.value))
+                    .map(|v| {
+                        format!(
+                            "{}={}{}",
+                            v.name,
+                            v.value,
+                            if v.raw { " (raw)" } else { "" }
+                        )
+                    })
                     .collect();
                 if !vars.is_empty() {
                     out.push_str(&format!("vars {}: {}\n", j.name, vars.join(" ")));
@@ -208,6 +241,9 @@ fn run_case(case: &Case) -> String {
         }
     }
     if !diags.is_empty() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
         out.push_str(&diags.render(&loaded.sources));
     }
     out

@@ -36,6 +36,8 @@ mod lexer;
 mod parser;
 mod pattern;
 
+pub(crate) use pattern::Pattern;
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -66,6 +66,11 @@ impl Pattern {
         })
     }
 
+    /// Whether the text has the `/pattern/flags` form at all (GitLab's `matches_syntax?`).
+    pub(crate) fn is_ruby_syntax(raw: &str) -> bool {
+        RUBY_SYNTAX.is_match(&raw.replace("\\/", "/"))
+    }
+
     /// The text the pattern was built from.
     pub(crate) fn raw(&self) -> &str {
         &self.raw

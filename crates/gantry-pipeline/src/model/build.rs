@@ -2,7 +2,12 @@
 
 use super::*;
 use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
-use crate::yaml::{Map, Node, Value};
+use crate::yaml::{Map, Node, Value, Yaml11};
+
+/// GitLab's `Project::MAX_BUILD_TIMEOUT`: one month as ActiveSupport counts it.
+const MAX_TIMEOUT: u64 = 2_629_746;
+/// `start_in` may delay a job by at most one week.
+const MAX_START_IN: u64 = 7 * 86_400;
 
 /// Top-level keys that are not jobs.
 const GLOBAL_KEYS: &[&str] = &[
@@ -74,6 +79,25 @@ pub(crate) const JOB_KEYS: &[&str] = &[
     "run",
     "type",
 ];
+/// The keywords of a trigger job (GitLab's "bridge"): docs.gitlab.com/ci/yaml/#trigger.
+const TRIGGER_JOB_KEYS: &[&str] = &[
+    "allow_failure",
+    "environment",
+    "extends",
+    "inherit",
+    "interruptible",
+    "manual_confirmation",
+    "needs",
+    "only",
+    "except",
+    "parallel",
+    "resource_group",
+    "rules",
+    "stage",
+    "trigger",
+    "variables",
+    "when",
+];
 /// Job keywords GitLab has and Gantry does not implement yet.
 const UNSUPPORTED_JOB_KEYS: &[(&str, &str)] = &[
     (
@@ -109,8 +133,8 @@ pub fn build(root: &Node, diags: &mut Diagnostics) -> Pipeline {
             diags.error(
                 "E0202",
                 format!(
-                    "the pipeline file must be a map of jobs and keywords, found a {}",
-                    root.kind()
+                    "the pipeline file must be a map of jobs and keywords, found {}",
+                    root.a_kind()
                 ),
                 Some(root.span),
             );
@@ -141,7 +165,7 @@ pub fn build(root: &Node, diags: &mut Diagnostics) -> Pipeline {
     p.stages = stages;
 
     if let Some(v) = top.get("variables") {
-        p.variables = r.variables(v, true);
+        p.variables = r.variables(v, VarsAt::TopLevel);
     }
     if let Some(w) = top.get("workflow") {
         p.workflow = r.workflow(w);
@@ -164,7 +188,16 @@ pub fn build(root: &Node, diags: &mut Diagnostics) -> Pipeline {
         match d.as_map() {
             Some(dm) => {
                 for e in &dm.entries {
-                    if DEFAULT_KEYS.contains(&e.key.as_str()) {
+                    if let Some((_, why)) = UNSUPPORTED_JOB_KEYS
+                        .iter()
+                        .find(|(u, _)| *u == e.key && ["hooks", "identity"].contains(u))
+                    {
+                        r.diags.error(
+                            "E0208",
+                            format!("`default:{}` is not supported yet: {why}", e.key),
+                            Some(e.key_span),
+                        );
+                    } else if DEFAULT_KEYS.contains(&e.key.as_str()) {
                         defaults.insert(e.key.clone(), e.key_span, e.value.clone());
                     } else {
                         r.unknown_key(&e.key, e.key_span, DEFAULT_KEYS, "default");
@@ -174,7 +207,7 @@ pub fn build(root: &Node, diags: &mut Diagnostics) -> Pipeline {
             None if d.is_null() => {}
             None => r.diags.error(
                 "E0202",
-                format!("`default` must be a map, found a {}", d.kind()),
+                format!("`default` must be a map, found {}", d.a_kind()),
                 Some(d.span),
             ),
         }
@@ -188,9 +221,9 @@ pub fn build(root: &Node, diags: &mut Diagnostics) -> Pipeline {
             let mut d = Diagnostic::error(
                 "E0202",
                 format!(
-                    "job '{}' must be a map of keywords, found a {}",
+                    "job '{}' must be a map of keywords, found {}",
                     e.key,
-                    e.value.kind()
+                    e.value.a_kind()
                 ),
                 Some(e.key_span),
             );
@@ -242,8 +275,42 @@ fn validate(p: &Pipeline, diags: &mut Diagnostics) {
         for rule in job.rules.iter().flatten() {
             needs.extend(rule.needs.iter().flatten());
         }
+        let mut seen: Vec<&Need> = Vec::new();
+        for need in job.needs.iter().flatten() {
+            if need.project.is_some() {
+                continue;
+            }
+            if seen
+                .iter()
+                .any(|s| s.job == need.job && s.matrix == need.matrix)
+            {
+                diags.error_help(
+                    "E0202",
+                    format!("job '{}' lists the need '{}' twice", job.name, need.job),
+                    Some(need.span),
+                    "remove one of them",
+                );
+            }
+            seen.push(need);
+        }
         for need in needs {
             if need.project.is_some() {
+                continue;
+            }
+            if need.optional && !p.jobs.contains_key(&need.job) && need.job != job.name {
+                // GitLab accepts an optional need of a job that does not exist at all (it may
+                // come from an include that is not always included).
+                diags.push(
+                    Diagnostic::warning(
+                        "W0203",
+                        format!(
+                            "job '{}' has an optional need '{}', which is not defined",
+                            job.name, need.job
+                        ),
+                        Some(need.span),
+                    )
+                    .with_help("the need is ignored; check the name if this is not intended"),
+                );
                 continue;
             }
             if need.job == job.name {
@@ -266,6 +333,35 @@ fn validate(p: &Pipeline, diags: &mut Diagnostics) {
                 }
                 diags.push(d);
             } else if let Some(other) = p.jobs.get(&need.job)
+                && !need.matrix.is_empty()
+                && let Some(missing) = missing_matrix_instance(other, need)
+            {
+                let instances: Vec<String> = match &other.parallel {
+                    Some(Parallel::Matrix { matrix }) => matrix_combinations(matrix)
+                        .iter()
+                        .map(|c| matrix_job_name(&other.name, c))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let help = if instances.is_empty() {
+                    format!("'{}' has no `parallel:matrix`", other.name)
+                } else {
+                    format!(
+                        "list the values in the order of the variables of '{}' (its jobs: {})",
+                        other.name,
+                        instances.join("; ")
+                    )
+                };
+                diags.error_help(
+                    "E0203",
+                    format!(
+                        "job '{}' needs '{missing}', which is not a job of this pipeline",
+                        job.name
+                    ),
+                    Some(need.span),
+                    help,
+                );
+            } else if let Some(other) = p.jobs.get(&need.job)
                 && stage_index(p, &other.stage) > stage_index(p, &job.stage)
             {
                 diags.error_help(
@@ -277,6 +373,39 @@ fn validate(p: &Pipeline, diags: &mut Diagnostics) {
                     Some(need.span),
                     "a job can only need jobs in its own or earlier stages",
                 );
+            }
+        }
+        if let Some(env) = &job.environment
+            && let Some(stop) = &env.on_stop
+        {
+            match p.jobs.get(stop) {
+                None => {
+                    let mut d = Diagnostic::error(
+                        "E0203",
+                        format!(
+                            "job '{}': `environment:on_stop` names '{stop}', which is not defined",
+                            job.name
+                        ),
+                        Some(job.span),
+                    );
+                    if let Some(s) = did_you_mean(stop, names.iter().copied()) {
+                        d = d.with_help(format!("did you mean '{s}'?"));
+                    }
+                    diags.push(d);
+                }
+                Some(other) if other.environment.is_none() => diags.error_help(
+                    "E0202",
+                    format!(
+                        "job '{}': the `on_stop` job '{stop}' has no `environment`",
+                        job.name
+                    ),
+                    Some(job.span),
+                    format!(
+                        "give '{stop}' `environment: {{name: {}, action: stop}}`",
+                        env.name
+                    ),
+                ),
+                Some(_) => {}
             }
         }
         for dep in job.dependencies.iter().flatten() {
@@ -296,9 +425,27 @@ fn validate(p: &Pipeline, diags: &mut Diagnostics) {
                     diags.push(d);
                 }
                 Some(other) => {
-                    let in_needs = job.needs.iter().flatten().any(|n| &n.job == dep);
-                    if !in_needs && stage_index(p, &other.stage) >= stage_index(p, &job.stage) {
-                        diags.error_help("E0206", format!("job '{}' has '{dep}' in `dependencies`, which is not in an earlier stage", job.name), Some(job.span), "dependencies can only name jobs of earlier stages (or jobs listed in `needs`)");
+                    let needs: Vec<&Need> = job.needs.iter().flatten().collect();
+                    if !needs.is_empty() && !needs.iter().any(|n| &n.job == dep) {
+                        diags.error_help(
+                            "E0206",
+                            format!(
+                                "job '{}' has '{dep}' in `dependencies`, which is not in its `needs`",
+                                job.name
+                            ),
+                            Some(job.span),
+                            "a job with `needs` can only take artifacts from jobs it needs: add it to `needs`",
+                        );
+                    } else if stage_index(p, &other.stage) > stage_index(p, &job.stage) {
+                        diags.error_help(
+                            "E0206",
+                            format!(
+                                "job '{}' has '{dep}' in `dependencies`, which is in a later stage ('{}')",
+                                job.name, other.stage
+                            ),
+                            Some(job.span),
+                            "dependencies can only name jobs of the current or earlier stages",
+                        );
                     }
                 }
             }
@@ -368,12 +515,39 @@ fn validate(p: &Pipeline, diags: &mut Diagnostics) {
     }
 }
 
+/// The first instance name a `needs:parallel:matrix` selector spells that `other` does not
+/// have (GitLab turns the selector into job names: `build: [linux, amd64]`).
+fn missing_matrix_instance(other: &Job, need: &Need) -> Option<String> {
+    let have: Vec<String> = match &other.parallel {
+        Some(Parallel::Matrix { matrix }) => matrix_combinations(matrix)
+            .iter()
+            .map(|c| matrix_job_name(&other.name, c))
+            .collect(),
+        _ => Vec::new(),
+    };
+    matrix_combinations(&need.matrix)
+        .iter()
+        .map(|c| matrix_job_name(&other.name, c))
+        .find(|n| !have.contains(n))
+}
+
 /// The position of a stage in `stages` (undeclared stages sort last; they are reported apart).
 fn stage_index(p: &Pipeline, stage: &str) -> usize {
     p.stages
         .iter()
         .position(|s| s == stage)
         .unwrap_or(usize::MAX)
+}
+
+/// Where a `variables:` map is, which decides what its values may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VarsAt {
+    /// Top-level `variables`: the long form has `value`, `description`, `options`, `expand`.
+    TopLevel,
+    /// A job's `variables`: the long form has `value` and `expand`.
+    Job,
+    /// `rules:variables`, `workflow:rules:variables`, service variables: plain pairs only.
+    Plain,
 }
 
 struct R<'d> {
@@ -405,7 +579,7 @@ impl R<'_> {
     fn type_error(&mut self, n: &Node, what: &str, expected: &str) {
         self.diags.error(
             "E0202",
-            format!("{what} must be {expected}, found a {}", n.kind()),
+            format!("{what} must be {expected}, found {}", n.a_kind()),
             Some(n.span),
         );
     }
@@ -453,7 +627,23 @@ impl R<'_> {
 
     fn script_into(&mut self, n: &Node, what: &str, depth: usize, out: &mut Vec<String>) {
         match &n.value {
-            Value::Null => {}
+            Value::Null if depth == 0 => {}
+            Value::Null if n.tag.as_deref() == Some(crate::resolve::FAILED_REFERENCE) => {}
+            Value::Null => self.diags.error_help(
+                "E0202",
+                format!("`{what}` has an empty line"),
+                Some(n.span),
+                "remove the `-` with nothing after it",
+            ),
+            Value::Scalar(s, _) if n.yaml11() != Yaml11::Str => self.diags.error_help(
+                "E0202",
+                format!(
+                    "each line of `{what}` must be a string; YAML reads `{s}` as {}",
+                    n.a_kind()
+                ),
+                Some(n.span),
+                format!("quote it: \"{s}\""),
+            ),
             Value::Scalar(s, _) => out.push(s.clone()),
             Value::Seq(items) if depth < 10 => {
                 for i in items {
@@ -490,7 +680,53 @@ impl R<'_> {
         v
     }
 
-    fn variables(&mut self, n: &Node, allow_long_form: bool) -> Vec<Variable> {
+    /// A variable's value as GitLab takes it: a string as written, an integer as Ruby prints
+    /// it (`0755` is `493`); floats, booleans and lists are errors.
+    fn var_value(&mut self, n: &Node, name: &str) -> Option<String> {
+        let Value::Scalar(s, _) = &n.value else {
+            self.type_error(
+                n,
+                &format!("variable '{name}'"),
+                "a string or a number (or a map with `value`)",
+            );
+            return None;
+        };
+        match n.yaml11() {
+            Yaml11::Int(v) => {
+                let text = v.to_string();
+                if &text != s {
+                    self.diags.push(
+                        Diagnostic::warning(
+                            "W0202",
+                            format!("variable '{name}': YAML reads {s} as the integer {text}, so its value is \"{text}\""),
+                            Some(n.span),
+                        )
+                        .with_help(format!("quote it to keep it as written: {name}: \"{s}\"")),
+                    );
+                }
+                Some(text)
+            }
+            Yaml11::Str => Some(s.clone()),
+            other => {
+                let kind = match other {
+                    Yaml11::Bool(_) => "a boolean",
+                    Yaml11::Float => "a float",
+                    _ => "not a string",
+                };
+                self.diags.error_help(
+                    "E0202",
+                    format!(
+                        "variable '{name}' is {kind}; variable values must be strings or integers"
+                    ),
+                    Some(n.span),
+                    format!("quote it: {name}: \"{s}\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn variables(&mut self, n: &Node, at: VarsAt) -> Vec<Variable> {
         let Some(m) = n.as_map() else {
             if !n.is_null() {
                 self.type_error(n, "`variables`", "a map of names to values");
@@ -521,29 +757,38 @@ impl R<'_> {
                 expand: true,
                 span: e.key_span,
             };
+            let long_keys: &[&str] = match at {
+                VarsAt::TopLevel => &["value", "description", "options", "expand"],
+                VarsAt::Job => &["value", "expand"],
+                VarsAt::Plain => &[],
+            };
             match &e.value.value {
-                Value::Scalar(s, _) => {
-                    if e.value.as_bool().is_some()
-                        && !s.eq_ignore_ascii_case("y")
-                        && !s.eq_ignore_ascii_case("n")
-                    {
-                        self.diags.error_help("E0202", format!("variable '{}' is a boolean; variable values must be strings or numbers", e.key), Some(e.value.span), format!("quote it: {}: \"{s}\"", e.key));
-                        continue;
-                    }
-                    var.value = s.clone();
+                Value::Scalar(..) => match self.var_value(&e.value, &e.key) {
+                    Some(v) => var.value = v,
+                    None => continue,
+                },
+                // GitLab reads `NAME:` (null) as the long form `{}`: an empty value.
+                Value::Null | Value::Map(_) if long_keys.is_empty() => {
+                    self.diags.error_help(
+                        "E0202",
+                        format!("variable '{}' must be a string here", e.key),
+                        Some(e.value.span),
+                        "`rules:variables`, `workflow:rules:variables` and service variables take plain `NAME: value` pairs",
+                    );
+                    continue;
                 }
                 Value::Null => {}
-                Value::Map(vm) if allow_long_form => {
-                    self.check_keys(
-                        vm,
-                        &["value", "description", "options", "expand"],
-                        &format!("variable '{}'", e.key),
-                    );
-                    if let Some(v) = vm.get("value") {
-                        var.value = self.string(v, "`value`").unwrap_or_default();
+                Value::Map(vm) => {
+                    self.check_keys(vm, long_keys, &format!("variable '{}'", e.key));
+                    if let Some(v) = vm.get("value")
+                        && !v.is_null()
+                    {
+                        var.value = self.var_value(v, &e.key).unwrap_or_default();
                     }
-                    var.description = self.opt_string(vm, "description", "variables");
-                    if let Some(o) = vm.get("options") {
+                    if long_keys.contains(&"description") {
+                        var.description = self.opt_string(vm, "description", "variables");
+                    }
+                    if let Some(o) = vm.get("options").filter(|_| long_keys.contains(&"options")) {
                         var.options = self.strings(o, "options");
                         if !var.options.is_empty() && !var.options.contains(&var.value) {
                             self.diags.error(
@@ -555,20 +800,6 @@ impl R<'_> {
                                 Some(e.value.span),
                             );
                         }
-                    }
-                    if let Some(x) = vm.get("expand") {
-                        var.expand = self.bool(x, "`expand`").unwrap_or(true);
-                    }
-                }
-                Value::Map(vm) => {
-                    // Job-level long form allows `value` and `expand` only.
-                    self.check_keys(
-                        vm,
-                        &["value", "expand", "description"],
-                        &format!("variable '{}'", e.key),
-                    );
-                    if let Some(v) = vm.get("value") {
-                        var.value = self.string(v, "`value`").unwrap_or_default();
                     }
                     if let Some(x) = vm.get("expand") {
                         var.expand = self.bool(x, "`expand`").unwrap_or(true);
@@ -642,11 +873,31 @@ impl R<'_> {
         }
     }
 
+    /// Rules, with nested lists (from `!reference [.x, rules]`) flattened up to 10 levels,
+    /// as GitLab does.
+    fn rule_items<'n>(&mut self, n: &'n Node, depth: usize, out: &mut Vec<&'n Node>) {
+        match &n.value {
+            Value::Seq(items) if depth < 10 => {
+                for i in items {
+                    self.rule_items(i, depth + 1, out);
+                }
+            }
+            Value::Seq(_) => self.diags.error(
+                "E0202",
+                "`rules` nests lists more than 10 levels deep",
+                Some(n.span),
+            ),
+            _ => out.push(n),
+        }
+    }
+
     fn rules(&mut self, n: &Node, ctx: &str, job_level: bool) -> Vec<Rule> {
-        let Some(items) = n.as_seq() else {
+        if n.as_seq().is_none() {
             self.type_error(n, &format!("`{ctx}:rules`"), "a list of rules");
             return Vec::new();
-        };
+        }
+        let mut items = Vec::new();
+        self.rule_items(n, 0, &mut items);
         let allowed: &[&str] = if job_level {
             &[
                 "if",
@@ -660,6 +911,8 @@ impl R<'_> {
                 "interruptible",
             ]
         } else {
+            // `allow_failure`, `needs` and `start_in` are accepted by GitLab in workflow rules
+            // but have no effect there.
             &[
                 "if",
                 "changes",
@@ -667,6 +920,9 @@ impl R<'_> {
                 "when",
                 "variables",
                 "auto_cancel",
+                "allow_failure",
+                "needs",
+                "start_in",
             ]
         };
         let whens: &[When] = if job_level {
@@ -688,6 +944,20 @@ impl R<'_> {
                 continue;
             };
             self.check_keys(m, allowed, &format!("{ctx}:rules"));
+            if !job_level {
+                for k in ["allow_failure", "needs"] {
+                    if let Some(e) = m.entry(k) {
+                        self.diags.push(
+                            Diagnostic::warning(
+                                "W0201",
+                                format!("`{k}` has no effect in `workflow:rules`"),
+                                Some(e.key_span),
+                            )
+                            .with_help("GitLab accepts it there but ignores it; remove it"),
+                        );
+                    }
+                }
+            }
             let mut rule = Rule {
                 span: item.span,
                 ..Rule::default()
@@ -696,9 +966,16 @@ impl R<'_> {
                 rule.condition = self.condition(c, "rules:if");
             }
             if let Some(c) = m.get("changes") {
-                rule.changes = Some(match c.as_map() {
+                let changes = match c.as_map() {
                     Some(cm) => {
                         self.check_keys(cm, &["paths", "compare_to"], "rules:changes");
+                        if cm.contains("compare_to") && !cm.contains("paths") {
+                            self.diags.error(
+                                "E0202",
+                                "`rules:changes:compare_to` needs `rules:changes:paths`",
+                                Some(c.span),
+                            );
+                        }
                         Changes {
                             paths: cm
                                 .get("paths")
@@ -711,16 +988,31 @@ impl R<'_> {
                         paths: self.strings(c, "rules:changes"),
                         compare_to: None,
                     },
-                });
+                };
+                self.at_most_50(changes.paths.len(), "rules:changes", c);
+                rule.changes = Some(changes);
             }
             if let Some(x) = m.get("exists") {
                 let paths = match x.as_map() {
-                    Some(xm) => xm
-                        .get("paths")
-                        .map(|p| self.strings(p, "rules:exists:paths"))
-                        .unwrap_or_default(),
+                    Some(xm) => {
+                        self.check_keys(xm, &["paths", "project", "ref"], "rules:exists");
+                        for k in ["project", "ref"] {
+                            if let Some(e) = xm.entry(k) {
+                                self.diags.error_help(
+                                    "E0208",
+                                    format!("`rules:exists:{k}` is not supported yet"),
+                                    Some(e.key_span),
+                                    "Gantry looks for files in this project at the pipeline's commit only",
+                                );
+                            }
+                        }
+                        xm.get("paths")
+                            .map(|p| self.strings(p, "rules:exists:paths"))
+                            .unwrap_or_default()
+                    }
                     None => self.strings(x, "rules:exists"),
                 };
+                self.at_most_50(paths.len(), "rules:exists", x);
                 rule.exists = Some(paths);
             }
             if let Some(w) = m.get("when") {
@@ -730,13 +1022,13 @@ impl R<'_> {
                 rule.allow_failure = self.bool(a, "`rules:allow_failure`");
             }
             if let Some(v) = m.get("variables") {
-                rule.variables = self.variables(v, false);
+                rule.variables = self.variables(v, VarsAt::Plain);
             }
             if let Some(nd) = m.get("needs") {
                 rule.needs = Some(self.needs(nd));
             }
             if let Some(s) = m.get("start_in") {
-                rule.start_in = self.duration(s, "rules:start_in");
+                rule.start_in = self.start_in(s, "rules:start_in");
             }
             if let Some(i) = m.get("interruptible") {
                 rule.interruptible = self.bool(i, "`rules:interruptible`");
@@ -763,8 +1055,59 @@ impl R<'_> {
         out
     }
 
+    /// The text of a duration keyword, which GitLab wants as a string: `30` unquoted is an
+    /// integer and is rejected, `"30"` is 30 seconds.
+    fn at_most_50(&mut self, n: usize, what: &str, node: &Node) {
+        if n > 50 {
+            self.diags.error(
+                "E0202",
+                format!("`{what}` has {n} patterns; GitLab allows at most 50"),
+                Some(node.span),
+            );
+        }
+    }
+
+    fn duration_text(&mut self, n: &Node, what: &str) -> Option<String> {
+        match (&n.value, n.yaml11()) {
+            (Value::Scalar(s, _), Yaml11::Str) => Some(s.clone()),
+            (Value::Scalar(s, _), _) => {
+                self.diags.error_help(
+                    "E0202",
+                    format!(
+                        "`{what}` must be a duration string; YAML reads `{s}` as {}",
+                        n.a_kind()
+                    ),
+                    Some(n.span),
+                    format!(
+                        "quote it (\"{s}\" means {s} seconds) or write the unit: `{s} seconds`"
+                    ),
+                );
+                None
+            }
+            _ => {
+                self.type_error(n, &format!("`{what}`"), "a duration such as `30 minutes`");
+                None
+            }
+        }
+    }
+
+    /// `start_in`: a duration of at least one second and at most one week.
+    fn start_in(&mut self, n: &Node, what: &str) -> Option<String> {
+        let s = self.duration(n, what)?;
+        if duration::parse(&s).is_some_and(|v| v > MAX_START_IN) {
+            self.diags.error_help(
+                "E0202",
+                format!("`{what}` is longer than one week: '{s}'"),
+                Some(n.span),
+                "GitLab delays a job by at most one week",
+            );
+            return None;
+        }
+        Some(s)
+    }
+
     fn duration(&mut self, n: &Node, what: &str) -> Option<String> {
-        let s = self.string(n, &format!("`{what}`"))?;
+        let s = self.duration_text(n, what)?;
         if duration::parse(&s).is_none() {
             self.diags.error_help(
                 "E0202",
@@ -785,6 +1128,16 @@ impl R<'_> {
         };
         self.check_keys(m, &["rules", "name", "auto_cancel"], "workflow");
         w.name = self.opt_string(m, "name", "workflow");
+        if let Some(n) = w.name.as_ref().filter(|n| n.chars().count() > 255) {
+            self.diags.error(
+                "E0202",
+                format!(
+                    "`workflow:name` is {} characters long; at most 255 are allowed",
+                    n.chars().count()
+                ),
+                m.get("name").map(|x| x.span),
+            );
+        }
         if let Some(r) = m.get("rules") {
             w.rules = Some(self.rules(r, "workflow", false));
         }
@@ -932,12 +1285,59 @@ impl R<'_> {
             };
             let mut row = IndexMap::new();
             for e in &m.entries {
-                let vals = self.strings(&e.value, &format!("matrix variable '{}'", e.key));
+                if e.key.is_empty()
+                    || !e
+                        .key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    self.diags.error_help(
+                        "E0202",
+                        format!("invalid matrix variable name '{}'", e.key),
+                        Some(e.key_span),
+                        "matrix identifiers become variable names: letters, digits and '_' only",
+                    );
+                    continue;
+                }
+                let items: Vec<&Node> = match &e.value.value {
+                    Value::Seq(items) => items.iter().collect(),
+                    _ => vec![&e.value],
+                };
+                let mut vals = Vec::new();
+                for i in items {
+                    if let Some(v) = self.matrix_value(i, &e.key) {
+                        vals.push(v);
+                    }
+                }
                 row.insert(e.key.clone(), vals);
             }
             out.push(row);
         }
         out
+    }
+
+    /// A matrix value: a string, or an integer as Ruby prints it; GitLab rejects the rest
+    /// (`RUBY: [2.7, 3.0]` are floats: quote them).
+    fn matrix_value(&mut self, n: &Node, name: &str) -> Option<String> {
+        match (n.yaml11(), &n.value) {
+            (Yaml11::Str, Value::Scalar(s, _)) => Some(s.clone()),
+            (Yaml11::Int(v), _) => Some(v.to_string()),
+            (kind, _) => {
+                let mut d = Diagnostic::error(
+                    "E0202",
+                    format!(
+                        "matrix variable '{name}': values must be strings or integers, found {}",
+                        n.a_kind()
+                    ),
+                    Some(n.span),
+                );
+                if let (Yaml11::Float | Yaml11::Bool(_), Some(t)) = (kind, n.as_str()) {
+                    d = d.with_help(format!("quote it: \"{t}\""));
+                }
+                self.diags.push(d);
+                None
+            }
+        }
     }
 
     fn image(&mut self, n: &Node) -> Option<Image> {
@@ -1056,7 +1456,7 @@ impl R<'_> {
                         .map(|e| self.strings(e, "services:command"));
                     let variables = m
                         .get("variables")
-                        .map(|v| self.variables(v, false))
+                        .map(|v| self.variables(v, VarsAt::Plain))
                         .unwrap_or_default();
                     let pull_policy = m
                         .get("pull_policy")
@@ -1147,7 +1547,7 @@ impl R<'_> {
             reports: IndexMap::new(),
         };
         if let Some(e) = m.get("expire_in") {
-            let s = self.string(e, "`artifacts:expire_in`");
+            let s = self.duration_text(e, "artifacts:expire_in");
             a.expire_in = match s {
                 Some(s) if s == "never" || duration::parse(&s).is_some() => Some(s),
                 Some(s) => {
@@ -1175,6 +1575,24 @@ impl R<'_> {
                 }
                 None => self.type_error(r, "`artifacts:reports`", "a map"),
             }
+        }
+        if let (Some(_), Some(acc)) = (m.entry("public"), m.entry("access")) {
+            self.diags.error(
+                "E0202",
+                "`artifacts:public` and `artifacts:access` cannot be used together",
+                Some(acc.key_span),
+            );
+        }
+        if let Some(acc) = m.get("access")
+            && let Some(v) = self.string(acc, "`artifacts:access`")
+            && !["all", "developer", "maintainer", "none"].contains(&v.as_str())
+        {
+            self.diags.error_help(
+                "E0202",
+                format!("`artifacts:access` cannot be '{v}'"),
+                Some(acc.span),
+                "use all, developer, maintainer or none",
+            );
         }
         if a.expose_as.is_some() && a.paths.is_empty() {
             self.diags.error(
@@ -1229,12 +1647,9 @@ impl R<'_> {
                 None => CacheKey::default(),
                 Some(k) => match &k.value {
                     Value::Scalar(s, _) => {
-                        if s.contains('/')
-                            || s == "."
-                            || s == ".."
-                            || s.contains("%2F")
-                            || s.contains("%2f")
-                        {
+                        // GitLab unescapes the key first: `%2F` is a `/`, `%2E` a `.`.
+                        let unescaped = percent_decode(s);
+                        if unescaped.contains('/') || unescaped == "." || unescaped == ".." {
                             self.diags.error_help(
                                 "E0202",
                                 format!("cache key '{s}' cannot contain '/' or be '.' or '..'"),
@@ -1245,12 +1660,20 @@ impl R<'_> {
                         CacheKey::Literal(s.clone())
                     }
                     Value::Map(km) => {
-                        self.check_keys(km, &["files", "prefix"], "cache:key");
+                        self.check_keys(km, &["files", "prefix", "files_commits"], "cache:key");
+                        if let Some(e) = km.entry("files_commits") {
+                            self.diags.error_help(
+                                "E0208",
+                                "`cache:key:files_commits` is not supported yet",
+                                Some(e.key_span),
+                                "use `cache:key:files`, which keys the cache on the files' content",
+                            );
+                        }
                         let files = km
                             .get("files")
                             .map(|f| self.strings(f, "cache:key:files"))
                             .unwrap_or_default();
-                        if files.is_empty() || files.len() > 2 {
+                        if (files.is_empty() && !km.contains("files_commits")) || files.len() > 2 {
                             self.diags.error(
                                 "E0202",
                                 "`cache:key:files` takes one or two files",
@@ -1452,8 +1875,12 @@ impl R<'_> {
                     );
                 }
                 let auto_stop_in = match m.get("auto_stop_in") {
-                    Some(a) => match self.string(a, "`environment:auto_stop_in`") {
-                        Some(s) if s == "never" || duration::parse(&s).is_some() => Some(s),
+                    Some(a) => match self.duration_text(a, "environment:auto_stop_in") {
+                        Some(s)
+                            if s == "never" || s.contains('$') || duration::parse(&s).is_some() =>
+                        {
+                            Some(s)
+                        }
                         Some(s) => {
                             self.diags.error(
                                 "E0202",
@@ -1482,6 +1909,67 @@ impl R<'_> {
         }
     }
 
+    /// One map entry of `trigger:include`: `local`, or `artifact` with `job`.
+    fn child_include(&mut self, im: &Map, i: &Node) -> Option<String> {
+        self.check_keys(
+            im,
+            &[
+                "local", "artifact", "job", "project", "file", "ref", "template", "inputs",
+            ],
+            "trigger:include",
+        );
+        for (k, why) in [
+            ("project", "a child pipeline from another project's file"),
+            ("template", "GitLab's template library"),
+            ("inputs", "inputs for a child pipeline"),
+        ] {
+            if let Some(e) = im.entry(k) {
+                self.diags.error_help(
+                    "E0208",
+                    format!("`trigger:include:{k}` is not supported yet"),
+                    Some(e.key_span),
+                    format!("Gantry cannot start {why}; vendor the file and use `local:`"),
+                );
+            }
+        }
+        if let Some(a) = im.get("artifact") {
+            if !im.contains("job") {
+                self.diags.error(
+                    "E0202",
+                    "`trigger:include:artifact` needs `job:`, the job that makes the artifact",
+                    Some(i.span),
+                );
+            }
+            return a.as_str().map(str::to_string);
+        }
+        im.get("local").and_then(Node::as_str).map(str::to_string)
+    }
+
+    /// `coverage`: an RE2 regular expression between slashes.
+    fn coverage(&mut self, n: &Node) -> Option<String> {
+        let s = self.string(n, "`coverage`")?;
+        match crate::plan::ref_regex(&s) {
+            Some(Ok(_)) => Some(s),
+            Some(Err(why)) => {
+                self.diags.error(
+                    "E0202",
+                    format!("`coverage` is not a valid regular expression: {why}"),
+                    Some(n.span),
+                );
+                None
+            }
+            None => {
+                self.diags.error_help(
+                    "E0202",
+                    "`coverage` must be a regular expression that starts and ends with `/`",
+                    Some(n.span),
+                    format!("write it as '/{s}/'"),
+                );
+                None
+            }
+        }
+    }
+
     fn trigger(&mut self, n: &Node) -> Option<TriggerJob> {
         match &n.value {
             Value::Scalar(s, _) => Some(TriggerJob::MultiProject {
@@ -1496,18 +1984,29 @@ impl R<'_> {
             Value::Map(m) => {
                 self.check_keys(
                     m,
-                    &["include", "project", "branch", "strategy", "forward"],
+                    &[
+                        "include", "project", "branch", "strategy", "forward", "inputs",
+                    ],
                     "trigger",
                 );
+                if let Some(e) = m.entry("inputs") {
+                    self.diags.error_help(
+                        "E0208",
+                        "`trigger:inputs` is not supported yet",
+                        Some(e.key_span),
+                        "pass values to the downstream pipeline with `variables:`",
+                    );
+                }
                 let strategy = self.opt_string(m, "strategy", "trigger");
                 if let Some(s) = &strategy
                     && s != "depend"
+                    && s != "mirror"
                 {
                     self.diags.error_help(
                         "E0202",
                         format!("unknown trigger strategy '{s}'"),
                         m.get("strategy").map(|x| x.span),
-                        "the only strategy is `depend`",
+                        "use `mirror` (the job mirrors the downstream pipeline's status) or `depend`",
                     );
                 }
                 let mut forward = Forward {
@@ -1531,27 +2030,26 @@ impl R<'_> {
                     }
                 }
                 if let Some(inc) = m.get("include") {
-                    let include = match &inc.value {
-                        Value::Scalar(s, _) => vec![s.clone()],
-                        Value::Seq(items) => items
-                            .iter()
-                            .filter_map(|i| match &i.value {
-                                Value::Scalar(s, _) => Some(s.clone()),
-                                Value::Map(im) => im
-                                    .get("local")
-                                    .or_else(|| im.get("artifact"))
-                                    .and_then(Node::as_str)
-                                    .map(str::to_string),
-                                _ => None,
-                            })
-                            .collect(),
-                        Value::Map(im) => im
-                            .get("local")
-                            .and_then(Node::as_str)
-                            .map(|s| vec![s.to_string()])
-                            .unwrap_or_default(),
-                        _ => Vec::new(),
+                    let items: Vec<&Node> = match &inc.value {
+                        Value::Seq(items) => items.iter().collect(),
+                        _ => vec![inc],
                     };
+                    let mut include = Vec::new();
+                    for i in items {
+                        match &i.value {
+                            Value::Scalar(s, _) => include.push(s.clone()),
+                            Value::Map(im) => {
+                                if let Some(path) = self.child_include(im, i) {
+                                    include.push(path);
+                                }
+                            }
+                            _ => self.type_error(
+                                i,
+                                "an entry of `trigger:include`",
+                                "a path or a map",
+                            ),
+                        }
+                    }
                     if m.contains("project") {
                         self.diags.error("E0202", "`trigger` takes either `include` (child pipeline) or `project` (multi-project), not both", Some(n.span));
                     }
@@ -1587,10 +2085,24 @@ impl R<'_> {
     fn only_except(&mut self, n: &Node, what: &str) -> Option<OnlyExcept> {
         match &n.value {
             Value::Null => None,
-            Value::Scalar(..) | Value::Seq(_) => Some(OnlyExcept {
-                refs: self.strings(n, what),
+            Value::Scalar(s, _) => {
+                self.diags.error_help(
+                    "E0202",
+                    format!("`{what}` has to be either a list of conditions or a map"),
+                    Some(n.span),
+                    format!("write it as a list: `{what}: [{s}]`"),
+                );
+                None
+            }
+            Value::Seq(_) => Some(OnlyExcept {
+                refs: self.refs(n, what),
                 ..OnlyExcept::default()
             }),
+            Value::Map(m) if m.entries.is_empty() => {
+                self.diags
+                    .error("E0202", format!("`{what}` cannot be empty"), Some(n.span));
+                None
+            }
             Value::Map(m) => {
                 self.check_keys(m, &["refs", "variables", "changes", "kubernetes"], what);
                 if let Some(k) = m.entry("kubernetes") {
@@ -1600,10 +2112,13 @@ impl R<'_> {
                         Some(k.key_span),
                     );
                 }
-                let refs = m
-                    .get("refs")
-                    .map(|r| self.strings(r, &format!("{what}:refs")))
-                    .unwrap_or_default();
+                // A map without `refs` under `only` keeps GitLab's default refs
+                // (`only: {variables: […]}` still means branches and tags only).
+                let refs = match m.get("refs") {
+                    Some(r) => self.refs(r, &format!("{what}:refs")),
+                    None if what == "only" => vec!["branches".into(), "tags".into()],
+                    None => Vec::new(),
+                };
                 let mut variables = Vec::new();
                 if let Some(v) = m.get("variables") {
                     let items: Vec<&Node> = match &v.value {
@@ -1632,8 +2147,56 @@ impl R<'_> {
         }
     }
 
+    /// `only`/`except` refs: names, keywords and `/regex/` patterns, which must compile.
+    fn refs(&mut self, n: &Node, what: &str) -> Vec<String> {
+        let items: Vec<&Node> = match &n.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![n],
+        };
+        let mut out = Vec::new();
+        for i in items {
+            let Some(r) = self.string(i, &format!("each item of `{what}`")) else {
+                continue;
+            };
+            if let Some(Err(why)) = crate::plan::ref_regex(&r) {
+                self.diags.error_help(
+                    "E0202",
+                    format!("`{what}`: '{r}' is not a valid regular expression: {why}"),
+                    Some(i.span),
+                    "patterns are RE2 regular expressions between slashes, like `/^release-.*$/`",
+                );
+                continue;
+            }
+            out.push(r);
+        }
+        out
+    }
+
     fn inherit(&mut self, n: &Node, key: &str) -> Inheritance {
         match &n.value {
+            Value::Seq(items) if key == "default" => {
+                let keys = self.strings(n, "inherit:default");
+                for (k, item) in keys.iter().zip(items) {
+                    if !DEFAULT_KEYS.contains(&k.as_str()) {
+                        let mut d = Diagnostic::error(
+                            "E0202",
+                            format!(
+                                "`inherit:default` lists '{k}', which is not a `default` keyword"
+                            ),
+                            Some(item.span),
+                        );
+                        d = match did_you_mean(k, DEFAULT_KEYS.iter().copied()) {
+                            Some(s) => d.with_help(format!("did you mean '{s}'?")),
+                            None => d.with_help(format!(
+                                "`default` keywords: {}",
+                                DEFAULT_KEYS.join(", ")
+                            )),
+                        };
+                        self.diags.push(d);
+                    }
+                }
+                Inheritance::Only(keys)
+            }
             Value::Seq(_) => Inheritance::Only(self.strings(n, &format!("inherit:{key}"))),
             _ => Inheritance::All(self.bool(n, &format!("`inherit:{key}`")).unwrap_or(true)),
         }
@@ -1658,6 +2221,21 @@ impl R<'_> {
                     format!("`{k}` is not supported yet: {why}"),
                     Some(e.key_span),
                 );
+            }
+        }
+        // A trigger job ("bridge") takes only a few keywords.
+        let is_trigger = jm.contains("trigger");
+        if is_trigger {
+            for e in &jm.entries {
+                let k = e.key.as_str();
+                if JOB_KEYS.contains(&k) && !TRIGGER_JOB_KEYS.contains(&k) && k != "script" {
+                    self.diags.error_help(
+                        "E0202",
+                        format!("job '{name}': `{k}` cannot be used in a trigger job"),
+                        Some(e.key_span),
+                        format!("a trigger job takes only: {}", TRIGGER_JOB_KEYS.join(", ")),
+                    );
+                }
             }
         }
         if name.len() > 255 {
@@ -1688,9 +2266,11 @@ impl R<'_> {
             }
         }
         // The effective value of a defaultable key: the job's own, else the default's.
+        // Trigger jobs take no defaults but `interruptible`. A key set to null counts as not
+        // set (GitLab's `Entry::Unspecified`), so the default applies to it.
         let get = |key: &str| -> Option<&Node> {
-            jm.get(key).or_else(|| {
-                if inherit_default.allows(key) {
+            jm.get(key).filter(|n| !n.is_null()).or_else(|| {
+                if inherit_default.allows(key) && (!is_trigger || key == "interruptible") {
                     defaults.get(key)
                 } else {
                     None
@@ -1709,7 +2289,8 @@ impl R<'_> {
             .get("script")
             .map(|s| self.script(s, "script"))
             .unwrap_or_default();
-        if trigger.is_none() && script.is_empty() && !jm.contains("run") {
+        let failed_reference = jm.get("script").is_some_and(has_failed_reference);
+        if trigger.is_none() && script.is_empty() && !jm.contains("run") && !failed_reference {
             self.diags.error_help("E0210", format!("job '{name}' has no `script`"), Some(key_span), "add `script:` with the commands to run, or `trigger:` for a child pipeline; hide a template job by starting its name with '.'");
         }
         if trigger.is_some() && jm.contains("script") {
@@ -1723,17 +2304,40 @@ impl R<'_> {
         let rules = jm
             .get("rules")
             .map(|r| self.rules(r, &format!("job '{name}'"), true));
+        // GitLab warns when the last rule is a bare `when:` and there are no workflow:rules:
+        // such a job runs in branch and merge request pipelines alike.
+        if p.workflow.rules.is_none()
+            && let Some(rn) = jm.get("rules")
+        {
+            let mut items = Vec::new();
+            self.rule_items(rn, 0, &mut items);
+            if let Some(last) = items.last().and_then(|l| l.as_map())
+                && last.keys().eq(["when"])
+                && last.get("when").and_then(Node::as_str) != Some("never")
+            {
+                self.diags.push(
+                    Diagnostic::warning(
+                        "W0211",
+                        format!("job '{name}' may run in two pipelines for one push (a branch pipeline and a merge request pipeline): its last rule is a bare `when:` and there are no `workflow:rules`"),
+                        items.last().map(|l| l.span),
+                    )
+                    .with_help("add `workflow:rules` that choose between branch and merge request pipelines"),
+                );
+            }
+        }
         let only = jm.get("only").and_then(|o| self.only_except(o, "only"));
         let except = jm.get("except").and_then(|o| self.only_except(o, "except"));
+        // GitLab: `only`, `except` and `start_in` "may not be used with `rules`"; a job-level
+        // `when` may (it is the `when` of rules that set none).
         if rules.is_some() {
-            for k in ["only", "except", "when"] {
+            for k in ["only", "except", "start_in"] {
                 if let Some(e) = jm.entry(k) {
                     self.diags.error_help(
                         "E0207",
                         format!("job '{name}': `{k}` cannot be used with `rules`"),
                         Some(e.key_span),
-                        if k == "when" {
-                            "move `when:` into the rules (e.g. `- when: manual`)"
+                        if k == "start_in" {
+                            "move `start_in` into the rule, next to `when: delayed`"
                         } else {
                             "express the condition as a rule: `rules: - if: …`"
                         },
@@ -1742,27 +2346,36 @@ impl R<'_> {
             }
         }
 
+        let job_whens: &[When] = if trigger.is_some() {
+            &[When::OnSuccess, When::OnFailure, When::Always, When::Manual]
+        } else {
+            &[
+                When::OnSuccess,
+                When::OnFailure,
+                When::Always,
+                When::Manual,
+                When::Delayed,
+            ]
+        };
         let when = jm
             .get("when")
             .and_then(|w| {
-                self.when(
-                    w,
-                    &[
-                        When::OnSuccess,
-                        When::OnFailure,
-                        When::Always,
-                        When::Never,
-                        When::Manual,
-                        When::Delayed,
-                    ],
-                    "when",
-                )
+                if w.as_str() == Some("never") {
+                    self.diags.error_help(
+                        "E0202",
+                        format!("job '{name}': `when: never` can only be used in `rules` or `workflow:rules`"),
+                        Some(w.span),
+                        "to leave the job out, use `rules: - when: never`",
+                    );
+                    return None;
+                }
+                self.when(w, job_whens, "when")
             })
             .unwrap_or_default();
         let start_in = jm
             .get("start_in")
-            .and_then(|s| self.duration(s, "start_in"));
-        if when == When::Delayed && start_in.is_none() && rules.is_none() {
+            .and_then(|s| self.start_in(s, "start_in"));
+        if when == When::Delayed && !jm.contains("start_in") && rules.is_none() {
             self.diags.error_help(
                 "E0202",
                 format!("job '{name}': `when: delayed` needs `start_in`"),
@@ -1770,7 +2383,7 @@ impl R<'_> {
                 "add `start_in: 30 minutes`",
             );
         }
-        if start_in.is_some() && when != When::Delayed {
+        if start_in.is_some() && when != When::Delayed && rules.is_none() {
             self.diags.error(
                 "E0202",
                 format!("job '{name}': `start_in` needs `when: delayed`"),
@@ -1829,9 +2442,18 @@ impl R<'_> {
         });
 
         let timeout = match get("timeout") {
-            Some(t) if !t.is_null() => match self.string(t, "`timeout`") {
+            Some(t) if !t.is_null() => match self.duration_text(t, "timeout") {
                 Some(s) => match duration::parse(&s) {
-                    Some(v) if v >= 600 || v > 0 => Some(v),
+                    Some(v) if v > MAX_TIMEOUT => {
+                        self.diags.error_help(
+                            "E0202",
+                            format!("`timeout` is longer than GitLab's limit of one month: '{s}'"),
+                            Some(t.span),
+                            "a job can run for at most one month",
+                        );
+                        None
+                    }
+                    Some(v) if v > 0 => Some(v),
                     _ => {
                         self.diags.error_help(
                             "E0202",
@@ -1864,7 +2486,6 @@ impl R<'_> {
             );
         }
 
-        let _ = p;
         Job {
             name: name.to_string(),
             stage,
@@ -1881,7 +2502,7 @@ impl R<'_> {
                 .unwrap_or_default(),
             variables: jm
                 .get("variables")
-                .map(|v| self.variables(v, false))
+                .map(|v| self.variables(v, VarsAt::Job))
                 .unwrap_or_default(),
             tags: get("tags")
                 .map(|t| self.strings(t, "tags"))
@@ -1904,9 +2525,7 @@ impl R<'_> {
                 .get("resource_group")
                 .and_then(|r| self.string(r, "`resource_group`")),
             environment: jm.get("environment").and_then(|e| self.environment(e)),
-            coverage: jm
-                .get("coverage")
-                .and_then(|c| self.string(c, "`coverage`")),
+            coverage: jm.get("coverage").and_then(|c| self.coverage(c)),
             trigger,
             inherit_variables,
             manual_confirmation: jm
@@ -1917,6 +2536,37 @@ impl R<'_> {
             stage_span,
         }
     }
+}
+
+/// Whether a `!reference` in the subtree failed (and was reported already).
+fn has_failed_reference(n: &Node) -> bool {
+    n.tag.as_deref() == Some(crate::resolve::FAILED_REFERENCE)
+        || match &n.value {
+            Value::Seq(items) => items.iter().any(has_failed_reference),
+            Value::Map(m) => m.entries.iter().any(|e| has_failed_reference(&e.value)),
+            _ => false,
+        }
+}
+
+/// `%XX` escapes decoded, as Ruby's `CGI.unescape` (without `+`) does for cache keys.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn to_json(n: &Node) -> serde_json::Value {

@@ -281,6 +281,40 @@ pub enum Parallel {
     },
 }
 
+/// Every combination of a `parallel:matrix` (or of a `needs:parallel:matrix` selector), row
+/// by row, each as `(variable, value)` pairs in the order the variables are written.
+pub fn matrix_combinations(matrix: &[IndexMap<String, Vec<String>>]) -> Vec<Vec<(String, String)>> {
+    let mut combos = Vec::new();
+    for row in matrix {
+        let mut acc: Vec<Vec<(String, String)>> = vec![Vec::new()];
+        for (k, vals) in row {
+            let vals: Vec<String> = if vals.is_empty() {
+                vec![String::new()]
+            } else {
+                vals.clone()
+            };
+            acc = acc
+                .into_iter()
+                .flat_map(|prefix| {
+                    vals.iter().map(move |v| {
+                        let mut p = prefix.clone();
+                        p.push((k.clone(), v.clone()));
+                        p
+                    })
+                })
+                .collect();
+        }
+        combos.extend(acc);
+    }
+    combos
+}
+
+/// GitLab's name for one matrix instance: `job: [v1, v2]`, values in the variables' order.
+pub fn matrix_job_name(job: &str, combo: &[(String, String)]) -> String {
+    let values: Vec<&str> = combo.iter().map(|(_, v)| v.as_str()).collect();
+    format!("{job}: [{}]", values.join(", "))
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Retry {
     pub max: u32,

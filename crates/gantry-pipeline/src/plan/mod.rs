@@ -13,6 +13,8 @@
 
 mod rules;
 
+pub(crate) use rules::{fnmatch_glob, ref_regex};
+
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::{AllowFailure, Job, Parallel, Pipeline, When, duration};
 use crate::trigger::Trigger;
@@ -207,8 +209,13 @@ pub fn compile(p: &Pipeline, trigger: &Trigger, diags: &mut Diagnostics) -> Plan
                     for v in &rule.variables {
                         set(&mut globals, &v.name, &v.value, !v.expand);
                     }
+                    // The rule's settings override the workflow's, setting by setting.
                     if let Some(ac) = &rule.auto_cancel {
-                        plan.auto_cancel = Some(ac.clone());
+                        let base = plan.auto_cancel.take().unwrap_or_default();
+                        plan.auto_cancel = Some(crate::model::AutoCancel {
+                            on_new_commit: ac.on_new_commit.clone().or(base.on_new_commit),
+                            on_job_failure: ac.on_job_failure.clone().or(base.on_job_failure),
+                        });
                     }
                 }
                 Some((i, rule)) => {
@@ -228,7 +235,9 @@ pub fn compile(p: &Pipeline, trigger: &Trigger, diags: &mut Diagnostics) -> Plan
     }
     let layered = Layers(vec![&predefined, &globals, &trigger_vars]);
     if let Some(name) = &p.workflow.name {
-        plan.name = Some(vars::expand(name, &|n| layered.get(n)));
+        // Leading and trailing spaces are removed; an empty name is no name.
+        let name = vars::expand(name, &|n| layered.get(n)).trim().to_string();
+        plan.name = (!name.is_empty()).then_some(name);
     }
     plan.variables = predefined
         .iter()
@@ -266,7 +275,7 @@ pub fn compile(p: &Pipeline, trigger: &Trigger, diags: &mut Diagnostics) -> Plan
             let decision = {
                 let layers = Layers(vec![&predefined, &jv, &trigger_vars]);
                 let lookup = |n: &str| layers.get(n);
-                rules::decide(job, &lookup, trigger)
+                rules::decide(job, &lookup, trigger, p.workflow.rules.is_some())
             };
             match decision {
                 rules::Decision::Out(reason) => plan.excluded.push(Excluded {
@@ -289,8 +298,9 @@ pub fn compile(p: &Pipeline, trigger: &Trigger, diags: &mut Diagnostics) -> Plan
                         Some(b) => AllowFailure::Bool(b),
                         None => match &job.allow_failure {
                             Some(a) => a.clone(),
-                            // Manual jobs without rules may fail; with rules they block.
-                            None => AllowFailure::Bool(when == When::Manual && job.rules.is_none()),
+                            // GitLab's default: a job whose own `when` is `manual` may fail;
+                            // `rules: - when: manual` does not change that default (false).
+                            None => AllowFailure::Bool(job.when == When::Manual),
                         },
                     };
                     let stage_index = p.stages.iter().position(|s| *s == job.stage).unwrap_or(0);
@@ -340,6 +350,22 @@ pub fn compile(p: &Pipeline, trigger: &Trigger, diags: &mut Diagnostics) -> Plan
         plan.created = false;
         plan.workflow
             .push_str("; but no job is left after rules: no pipeline");
+    } else if plan.stages.iter().all(|s| s == ".pre" || s == ".post") {
+        // GitLab: "If a pipeline contains only jobs in the .pre or .post stages, it does not
+        // run."
+        plan.created = false;
+        plan.workflow
+            .push_str("; but only .pre and .post jobs are left: no pipeline");
+        let left: Vec<Excluded> = plan
+            .jobs
+            .drain(..)
+            .map(|j| Excluded {
+                name: j.name,
+                reason: "a pipeline with only .pre and .post jobs is not created".into(),
+            })
+            .collect();
+        plan.excluded.splice(0..0, left);
+        plan.stages.clear();
     }
     plan
 }
@@ -372,15 +398,16 @@ fn link(p: &Pipeline, plan: &mut Plan, diags: &mut Diagnostics) {
                     let mut hit = false;
                     for &t in targets {
                         let target = &plan.jobs[t];
+                        // `needs:parallel:matrix` names instances: the selector's values,
+                        // in order, must spell an instance's name.
                         let selected = match model {
-                            Some(m) if !m.matrix.is_empty() => m.matrix.iter().any(|sel| {
-                                sel.iter().all(|(k, vals)| {
-                                    target
-                                        .variables
-                                        .iter()
-                                        .any(|v| &v.name == k && vals.contains(&v.value))
-                                })
-                            }),
+                            Some(m) if !m.matrix.is_empty() => {
+                                crate::model::matrix_combinations(&m.matrix)
+                                    .iter()
+                                    .any(|c| {
+                                        crate::model::matrix_job_name(&m.job, c) == target.name
+                                    })
+                            }
                             _ => true,
                         };
                         if selected {
@@ -466,39 +493,20 @@ fn instances(job: &Job) -> Vec<Instance> {
             })
             .collect(),
         Some(Parallel::Matrix { matrix }) => {
-            let mut combos: Vec<Vec<(String, String)>> = Vec::new();
-            for row in matrix {
-                let mut acc: Vec<Vec<(String, String)>> = vec![Vec::new()];
-                for (k, vals) in row {
-                    let vals: Vec<String> = if vals.is_empty() {
-                        vec![String::new()]
-                    } else {
-                        vals.clone()
-                    };
-                    acc = acc
-                        .into_iter()
-                        .flat_map(|prefix| {
-                            vals.iter().map(move |v| {
-                                let mut p = prefix.clone();
-                                p.push((k.clone(), v.clone()));
-                                p
-                            })
-                        })
-                        .collect();
-                }
-                combos.extend(acc);
+            // Identical values make identical names: a later combination replaces an earlier
+            // one, as in GitLab.
+            let mut by_name: IndexMap<String, Vec<(String, String)>> = IndexMap::new();
+            for combo in crate::model::matrix_combinations(matrix) {
+                by_name.insert(crate::model::matrix_job_name(&job.name, &combo), combo);
             }
-            let total = combos.len() as u32;
-            combos
+            let total = by_name.len() as u32;
+            by_name
                 .into_iter()
                 .enumerate()
-                .map(|(i, combo)| {
-                    let values: Vec<&str> = combo.iter().map(|(_, v)| v.as_str()).collect();
-                    Instance {
-                        name: format!("{}: [{}]", job.name, values.join(", ")),
-                        node: Some((i as u32 + 1, total)),
-                        matrix: combo,
-                    }
+                .map(|(i, (name, combo))| Instance {
+                    name,
+                    node: Some((i as u32 + 1, total)),
+                    matrix: combo,
                 })
                 .collect()
         }

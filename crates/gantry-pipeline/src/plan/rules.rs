@@ -1,5 +1,6 @@
 //! Evaluating `rules` and legacy `only`/`except` for one trigger.
 
+use crate::expr::Pattern;
 use crate::model::{Changes, Job, Need, OnlyExcept, Rule, Variable, When};
 use crate::trigger::{Source, Trigger};
 use crate::vars;
@@ -72,20 +73,45 @@ pub(super) fn describe(rule: &Rule) -> String {
     }
 }
 
-fn glob_set(patterns: &[String], lookup: Lookup<'_>) -> Option<globset::GlobSet> {
-    let mut b = globset::GlobSetBuilder::new();
-    for p in patterns {
-        let p = vars::expand(p, lookup);
-        let p = p.trim_start_matches("./").trim_start_matches('/');
-        let g = globset::GlobBuilder::new(p)
-            .literal_separator(true)
-            .backslash_escape(true)
-            .build()
-            .ok()?;
-        b.add(g);
-        // `dir/**/*` also matches files directly in `dir` in GitLab (fnmatch with FNM_PATHNAME).
+/// Ruby's `File.fnmatch` with `FNM_PATHNAME | FNM_DOTMATCH | FNM_EXTGLOB`, which GitLab uses
+/// for `changes` and `exists`, as a `globset` pattern: `*` stops at `/`, `**/` matches any
+/// number of directories, and a `**` that is not followed by `/` is a plain `*` (so `docs/**`
+/// matches `docs/a.md` but not `docs/a/b.md`).
+pub(crate) fn fnmatch_glob(pattern: &str) -> Option<globset::GlobMatcher> {
+    let mut p = String::with_capacity(pattern.len());
+    let mut rest = pattern;
+    while let Some(i) = rest.find("**") {
+        p.push_str(&rest[..i]);
+        let after = &rest[i..];
+        let run = after.bytes().take_while(|&b| b == b'*').count();
+        let tail = &after[run..];
+        if tail.starts_with('/') && (i == 0 || rest[..i].ends_with('/')) {
+            p.push_str("**");
+        } else {
+            p.push('*');
+        }
+        rest = tail;
     }
-    b.build().ok()
+    p.push_str(rest);
+    globset::GlobBuilder::new(&p)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .ok()
+        .map(|g| g.compile_matcher())
+}
+
+/// The patterns with variables expanded: "if the `$VAR` variable exists, its value is used.
+/// If it does not exist, the `$` is interpreted as being part of a path."
+fn expand_patterns(patterns: &[String], lookup: Lookup<'_>) -> Vec<String> {
+    let keep = vars::ExpandOptions {
+        keep_undefined: true,
+        ..vars::ExpandOptions::default()
+    };
+    patterns
+        .iter()
+        .map(|p| vars::expand_with(p, lookup, keep))
+        .collect()
 }
 
 fn changes_match(ch: &Changes, lookup: Lookup<'_>, trigger: &Trigger) -> bool {
@@ -93,28 +119,46 @@ fn changes_match(ch: &Changes, lookup: Lookup<'_>, trigger: &Trigger) -> bool {
         // Unknown diff (new branch, schedule, web, api …): GitLab evaluates `changes` as true.
         return true;
     };
-    let Some(set) = glob_set(&ch.paths, lookup) else {
-        return false;
-    };
-    files.iter().any(|f| set.is_match(f))
+    // Paths are compared as written ("do not use `./`").
+    expand_patterns(&ch.paths, lookup)
+        .iter()
+        .any(|p| fnmatch_glob(p).is_some_and(|g| files.iter().any(|f| g.is_match(f))))
 }
 
 fn exists_match(patterns: &[String], lookup: Lookup<'_>, trigger: &Trigger) -> bool {
     let Some(files) = &trigger.files else {
         return false;
     };
-    let Some(set) = glob_set(patterns, lookup) else {
-        return false;
-    };
-    files.iter().any(|f| set.is_match(f))
+    expand_patterns(patterns, lookup).iter().any(|p| {
+        let p = p.trim_start_matches('/');
+        let Some(g) = fnmatch_glob(p) else {
+            return false;
+        };
+        if p.ends_with('/') {
+            // A directory: "the path must end with a forward slash".
+            files
+                .iter()
+                .any(|f| f.match_indices('/').any(|(i, _)| g.is_match(&f[..=i])))
+        } else {
+            files.iter().any(|f| g.is_match(f))
+        }
+    })
 }
 
-pub(super) fn decide(job: &Job, lookup: Lookup<'_>, trigger: &Trigger) -> Decision {
+/// Whether the job is in the pipeline, and how. `workflow_rules` tells whether the file has
+/// `workflow:rules`, which turns off GitLab's default `only: [branches, tags]`.
+pub(super) fn decide(
+    job: &Job,
+    lookup: Lookup<'_>,
+    trigger: &Trigger,
+    workflow_rules: bool,
+) -> Decision {
     if let Some(rules) = &job.rules {
         return match first_match(rules, lookup, trigger) {
             None => Decision::Out("no rule matched".into()),
             Some((i, rule)) => {
-                let when = rule.when.unwrap_or(When::OnSuccess);
+                // A rule without `when` takes the job's `when` (default `on_success`).
+                let when = rule.when.unwrap_or(job.when);
                 if when == When::Never {
                     return Decision::Out(format!(
                         "rule {} matched with `when: never`{}",
@@ -134,13 +178,20 @@ pub(super) fn decide(job: &Job, lookup: Lookup<'_>, trigger: &Trigger) -> Decisi
             }
         };
     }
-    // Legacy only/except; without either, GitLab uses `only: [branches, tags]`.
+    // Legacy only/except; without `only`, GitLab uses `only: [branches, tags]`, unless the
+    // file has `workflow:rules`.
     let default_only = OnlyExcept {
         refs: vec!["branches".into(), "tags".into()],
         ..OnlyExcept::default()
     };
-    let only = job.only.as_ref().unwrap_or(&default_only);
-    if !only_matches(only, lookup, trigger) {
+    let only = match &job.only {
+        Some(o) => Some(o),
+        None if workflow_rules => None,
+        None => Some(&default_only),
+    };
+    if let Some(only) = only
+        && !only_matches(only, lookup, trigger)
+    {
         let why = if job.only.is_none() {
             "jobs without rules or only/except run for branches and tags only (GitLab's default `only: [branches, tags]`)".to_string()
         } else {
@@ -165,6 +216,8 @@ pub(super) fn decide(job: &Job, lookup: Lookup<'_>, trigger: &Trigger) -> Decisi
         interruptible: None,
         reason: if job.only.is_some() || job.except.is_some() {
             "only/except match".into()
+        } else if workflow_rules {
+            "no rules: runs whenever workflow:rules create the pipeline".into()
         } else {
             "no rules: runs for branches and tags".into()
         },
@@ -194,48 +247,48 @@ fn only_matches(oe: &OnlyExcept, lookup: Lookup<'_>, trigger: &Trigger) -> bool 
     true
 }
 
+/// A `/regex/flags` ref pattern compiled as GitLab does (RE2); `None` when the pattern is a
+/// plain name, `Some(Err)` when it looks like a regex but does not compile.
+pub(crate) fn ref_regex(pattern: &str) -> Option<Result<Pattern, String>> {
+    Pattern::is_ruby_syntax(pattern).then(|| Pattern::compile(pattern))
+}
+
+/// GitLab's `Build::Policy::Refs`: `name@group/project` limits a pattern to one project;
+/// `branches`, `tags` and the pipeline source (`pushes`, `schedules`, `merge_requests`, …,
+/// singular or plural) are keywords; anything else is a branch or tag name or a `/regex/`,
+/// matched against the ref of branch and tag pipelines only (never merge request pipelines).
 fn ref_matches(pattern: &str, t: &Trigger) -> bool {
+    let (pat, project) = match pattern.split_once('@') {
+        Some((p, proj)) => (p, Some(proj)),
+        None => (pattern, None),
+    };
+    if project.is_some_and(|proj| proj != t.project.path) {
+        return false;
+    }
     let is_mr = t.source == Source::MergeRequestEvent;
-    let by_source = |s: Source| t.source == s;
-    match pattern {
-        "branches" => !t.is_tag && !is_mr && t.source != Source::ExternalPullRequestEvent,
-        "tags" => t.is_tag,
-        "merge_requests" => is_mr,
-        "external_pull_requests" => by_source(Source::ExternalPullRequestEvent),
-        "api" => by_source(Source::Api),
-        "chat" => by_source(Source::Chat),
-        "external" => false,
-        "pipelines" => by_source(Source::Pipeline) || by_source(Source::ParentPipeline),
-        "pushes" => by_source(Source::Push),
-        "schedules" => by_source(Source::Schedule),
-        "triggers" => by_source(Source::Trigger),
-        "web" => by_source(Source::Web),
-        _ => {
-            let (pat, project) = match pattern.rsplit_once('@') {
-                Some((p, proj)) if !pattern.starts_with('/') => (p, Some(proj)),
-                _ => (pattern, None),
-            };
-            if project.is_some_and(|proj| proj != t.project.path) {
-                return false;
-            }
-            let name = match &t.merge_request {
-                Some(mr) if is_mr => mr.source_branch.as_str(),
-                _ => t.ref_name.as_str(),
-            };
-            if let Some(body) = pat.strip_prefix('/') {
-                let (re, flags) = match body.rfind('/') {
-                    Some(end) => (&body[..end], &body[end + 1..]),
-                    None => (body, ""),
-                };
-                let re = if flags.contains('i') {
-                    format!("(?i){re}")
-                } else {
-                    re.to_string()
-                };
-                regex::Regex::new(&re).is_ok_and(|r| r.is_match(name))
-            } else {
-                pat == name
-            }
-        }
+    let is_branch = !t.is_tag && !is_mr;
+    if (pat == "tags" && t.is_tag) || (pat == "branches" && is_branch) {
+        return true;
+    }
+    let source = t.source.as_str();
+    let source = source.strip_suffix("_event").unwrap_or(source);
+    if pat == source || pat == pluralize(source) {
+        return true;
+    }
+    if !(is_branch || t.is_tag) {
+        return false;
+    }
+    match ref_regex(pat) {
+        Some(Ok(re)) => re.is_match(&t.ref_name),
+        Some(Err(_)) | None => pat == t.ref_name,
+    }
+}
+
+/// ActiveSupport's `pluralize` for the pipeline source names.
+fn pluralize(word: &str) -> String {
+    if word.ends_with("sh") || word.ends_with("ch") || word.ends_with('s') {
+        format!("{word}es")
+    } else {
+        format!("{word}s")
     }
 }

@@ -75,8 +75,8 @@ fn resolve_one(
             diags.error(
                 "E0202",
                 format!(
-                    "`extends` must be a job name or a list of them, found a {}",
-                    ext.kind()
+                    "`extends` must be a job name or a list of them, found {}",
+                    ext.a_kind()
                 ),
                 Some(ext.span),
             );

@@ -88,6 +88,9 @@ pub(super) struct Ctx<'a> {
     chain: Vec<String>,
     local_files: Option<Vec<String>>,
     over_limit_reported: bool,
+    /// The project (and ref) of the file being expanded, when it is another project's: its
+    /// `include: local` entries name files of that project.
+    project: Vec<Option<(String, Option<String>)>>,
 }
 
 const INCLUDE_KEYS: &[&str] = &[
@@ -113,6 +116,7 @@ impl<'a> Ctx<'a> {
             chain: Vec::new(),
             local_files: None,
             over_limit_reported: false,
+            project: vec![None],
         }
     }
 
@@ -176,11 +180,11 @@ impl<'a> Ctx<'a> {
         let span = item.span;
         match &item.value {
             Value::Scalar(s, _) => {
-                let s = s.trim();
+                let s = self.expand_vars(s.trim());
                 if s.starts_with("http://") || s.starts_with("https://") {
-                    vec![(IncludeKind::Remote(s.to_string()), span, None)]
+                    vec![(IncludeKind::Remote(s), span, None)]
                 } else {
-                    self.locals(s, span, diags)
+                    self.locals(&s, span, diags)
                         .into_iter()
                         .map(|k| (k, span, None))
                         .collect()
@@ -200,6 +204,19 @@ impl<'a> Ctx<'a> {
                         diags.push(d);
                     }
                 }
+                let kinds: Vec<&str> = ["local", "project", "remote", "template", "component"]
+                    .into_iter()
+                    .filter(|k| m.contains(k))
+                    .collect();
+                if kinds.len() > 1 {
+                    diags.error_help(
+                        "E0202",
+                        format!("an include uses {}; each include must use only one of local, project, remote, template or component", kinds.join(" and ")),
+                        Some(span),
+                        "split it into one include per file",
+                    );
+                    return Vec::new();
+                }
                 if let Some(rules) = m.get("rules")
                     && !self.rules_allow(rules, diags)
                 {
@@ -210,8 +227,9 @@ impl<'a> Ctx<'a> {
                     let Some(path) = str_of(local, "include:local", diags) else {
                         return Vec::new();
                     };
+                    let path = self.expand_vars(path);
                     return self
-                        .locals(path, local.span, diags)
+                        .locals(&path, local.span, diags)
                         .into_iter()
                         .map(|k| (k, span, inputs.clone()))
                         .collect();
@@ -220,6 +238,7 @@ impl<'a> Ctx<'a> {
                     let Some(url) = str_of(remote, "include:remote", diags) else {
                         return Vec::new();
                     };
+                    let url = self.expand_vars(url);
                     if !(url.starts_with("https://") || url.starts_with("http://")) {
                         diags.error(
                             "E0301",
@@ -228,16 +247,17 @@ impl<'a> Ctx<'a> {
                         );
                         return Vec::new();
                     }
-                    return vec![(IncludeKind::Remote(url.to_string()), span, inputs)];
+                    return vec![(IncludeKind::Remote(url), span, inputs)];
                 }
                 if let Some(project) = m.get("project") {
                     let Some(project_name) = str_of(project, "include:project", diags) else {
                         return Vec::new();
                     };
+                    let project_name = self.expand_vars(project_name);
                     let git_ref = m
                         .get("ref")
                         .and_then(|r| str_of(r, "include:ref", diags))
-                        .map(str::to_string);
+                        .map(|r| self.expand_vars(r));
                     let files: Vec<&Node> = match m.get("file") {
                         None => {
                             diags.error_help("E0202", "include:project needs `file:`", Some(project.span), "name the file(s) to include from that project, e.g. `file: /templates/ci.yml`");
@@ -254,9 +274,9 @@ impl<'a> Ctx<'a> {
                         .map(|(p, s)| {
                             (
                                 IncludeKind::Project {
-                                    project: project_name.to_string(),
+                                    project: project_name.clone(),
                                     git_ref: git_ref.clone(),
-                                    file: p.trim_start_matches('/').to_string(),
+                                    file: self.expand_vars(p).trim_start_matches('/').to_string(),
                                 },
                                 s,
                                 inputs.clone(),
@@ -289,8 +309,8 @@ impl<'a> Ctx<'a> {
                 diags.error(
                     "E0202",
                     format!(
-                        "an include must be a string or a map, found a {}",
-                        item.kind()
+                        "an include must be a string or a map, found {}",
+                        item.a_kind()
                     ),
                     Some(span),
                 );
@@ -299,24 +319,50 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Include paths may use the variables known before the pipeline (project, predefined
+    /// `CI_PROJECT_*`, `CI_COMMIT_REF_NAME`, `CI_PIPELINE_SOURCE`, trigger variables); other
+    /// references are left as written.
+    fn expand_vars(&self, s: &str) -> String {
+        let keep = crate::vars::ExpandOptions {
+            keep_undefined: true,
+            ..crate::vars::ExpandOptions::default()
+        };
+        crate::vars::expand_with(s, self.vars, keep)
+    }
+
     fn locals(&mut self, path: &str, span: Span, diags: &mut Diagnostics) -> Vec<IncludeKind> {
         let path = path.trim().trim_start_matches('/');
-        if !path.contains(['*', '?', '[']) {
+        if let Some(Some((project, git_ref))) = self.project.last() {
+            // "include: local checks that other project for the file."
+            return vec![IncludeKind::Project {
+                project: project.clone(),
+                git_ref: git_ref.clone(),
+                file: path.to_string(),
+            }];
+        }
+        if !path.contains('*') {
             return vec![IncludeKind::Local(path.to_string())];
         }
-        let glob = match globset::GlobBuilder::new(path)
-            .literal_separator(true)
-            .build()
-        {
-            Ok(g) => g.compile_matcher(),
-            Err(e) => {
-                diags.error(
-                    "E0301",
-                    format!("invalid glob in include:local: {e}"),
-                    Some(span),
-                );
-                return Vec::new();
+        // GitLab's wildcard paths: `*` matches within one directory, `**` across directories
+        // (`configs/**.yml` is every .yml file under configs/, `configs/**/*.yml` only those in
+        // its subfolders); everything else is literal.
+        let mut re = String::from("^");
+        let mut rest = path;
+        while let Some(i) = rest.find('*') {
+            re.push_str(&regex::escape(&rest[..i]));
+            if rest[i..].starts_with("**") {
+                re.push_str(".*");
+                rest = rest[i..].trim_start_matches('*');
+            } else {
+                re.push_str("[^/]*");
+                rest = &rest[i + 1..];
             }
+        }
+        re.push_str(&regex::escape(rest));
+        re.push('$');
+        let Ok(glob) = regex::Regex::new(&re) else {
+            diags.error("E0301", "invalid wildcard in include:local", Some(span));
+            return Vec::new();
         };
         let files = self.local_files_cached();
         let mut hits: Vec<String> = files
@@ -331,7 +377,7 @@ impl<'a> Ctx<'a> {
                 "E0301",
                 format!("include:local '{path}' matches no file"),
                 Some(span),
-                "check the pattern: `*` does not cross `/`, `**` does",
+                "check the pattern: `*` stays in one directory, `**` crosses directories",
             );
         }
         hits.into_iter().map(IncludeKind::Local).collect()
@@ -354,6 +400,41 @@ impl<'a> Ctx<'a> {
                 diags.error("E0202", "an include rule must be a map", Some(rule.span));
                 continue;
             };
+            for e in &m.entries {
+                match e.key.as_str() {
+                    "if" | "exists" | "when" => {}
+                    "changes" => diags.error_help(
+                        "E0208",
+                        "`include:rules:changes` is not supported yet",
+                        Some(e.key_span),
+                        "Gantry resolves includes before it knows the changed files; use `rules:changes` on the jobs",
+                    ),
+                    other => {
+                        let mut d = crate::diag::Diagnostic::error(
+                            "E0201",
+                            format!("unknown key '{other}' in include:rules"),
+                            Some(e.key_span),
+                        );
+                        if let Some(s) = did_you_mean(other, ["if", "exists", "changes", "when"]) {
+                            d = d.with_help(format!("did you mean '{s}'?"));
+                        }
+                        diags.push(d);
+                    }
+                }
+            }
+            if let Some(w) = m.get("when")
+                && !matches!(w.as_str(), Some("never" | "always"))
+            {
+                diags.error_help(
+                    "E0202",
+                    format!(
+                        "include:rules:when cannot be '{}'",
+                        w.as_str().unwrap_or(w.kind())
+                    ),
+                    Some(w.span),
+                    "use never or always",
+                );
+            }
             let mut matched = true;
             if let Some(cond) = m.get("if") {
                 matched &= match cond.as_str().map(crate::expr::parse) {
@@ -373,9 +454,8 @@ impl<'a> Ctx<'a> {
                 let pats: Vec<String> = string_list(ex);
                 let files = self.local_files_cached().to_vec();
                 matched &= pats.iter().any(|p| {
-                    globset::Glob::new(p.trim_start_matches('/'))
-                        .map(|g| g.compile_matcher())
-                        .is_ok_and(|g| files.iter().any(|f| g.is_match(f)))
+                    crate::plan::fnmatch_glob(p.trim_start_matches('/'))
+                        .is_some_and(|g| files.iter().any(|f| g.is_match(f)))
                 });
             }
             if matched {
@@ -393,6 +473,20 @@ impl<'a> Ctx<'a> {
         given_inputs: Option<&Node>,
         diags: &mut Diagnostics,
     ) -> Option<Node> {
+        let file_name = match &kind {
+            IncludeKind::Local(p) => p.as_str(),
+            IncludeKind::Project { file, .. } => file.as_str(),
+            IncludeKind::Remote(u) => u.split(['?', '#']).next().unwrap_or(u),
+        };
+        if !(file_name.ends_with(".yml") || file_name.ends_with(".yaml")) {
+            diags.error_help(
+                "E0301",
+                format!("included file '{file_name}' does not have a YAML extension"),
+                Some(span),
+                "included files must end in .yml or .yaml",
+            );
+            return None;
+        }
         self.count += 1;
         if self.count > MAX_INCLUDES {
             if !self.over_limit_reported {
@@ -433,11 +527,20 @@ impl<'a> Ctx<'a> {
         let fetched = match fetched {
             Ok(f) => f,
             Err(FetchError::NotFound) => {
+                let help = match &kind {
+                    IncludeKind::Local(_) => {
+                        "check the path: local includes are relative to the repository root"
+                    }
+                    IncludeKind::Project { .. } => "check the project's path, the ref and the file",
+                    IncludeKind::Remote(_) => {
+                        "check the URL: it must be readable without authentication"
+                    }
+                };
                 diags.error_help(
                     "E0301",
                     format!("included {what} does not exist"),
                     Some(span),
-                    "check the path: local includes are relative to the repository root",
+                    help,
                 );
                 return None;
             }
@@ -477,7 +580,16 @@ impl<'a> Ctx<'a> {
             );
             return None;
         }
-        Some(self.expand(sources, id, body, diags))
+        let context = match &kind {
+            IncludeKind::Project {
+                project, git_ref, ..
+            } => Some((project.clone(), git_ref.clone())),
+            _ => self.project.last().cloned().flatten(),
+        };
+        self.project.push(context);
+        let expanded = self.expand(sources, id, body, diags);
+        self.project.pop();
+        Some(expanded)
     }
 }
 
@@ -487,7 +599,7 @@ fn str_of<'n>(n: &'n Node, what: &str, diags: &mut Diagnostics) -> Option<&'n st
         None => {
             diags.error(
                 "E0202",
-                format!("{what} must be a string, found a {}", n.kind()),
+                format!("{what} must be a string, found {}", n.a_kind()),
                 Some(n.span),
             );
             None

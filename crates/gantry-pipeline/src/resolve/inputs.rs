@@ -140,10 +140,10 @@ fn check_type(d: &InputDecl, v: &Node, diags: &mut Diagnostics) {
         diags.error(
             "E0605",
             format!(
-                "input '{}' must be a {}, found a {}",
+                "input '{}' must be a {}, found {}",
                 d.name,
                 d.kind,
-                v.kind()
+                v.a_kind()
             ),
             Some(v.span),
         );

@@ -7,10 +7,11 @@
 mod extends;
 mod include;
 mod inputs;
-mod reference;
+pub(crate) mod reference;
 
 pub use include::{FetchError, Fetched, Fetcher, IncludeKind, NoFetcher};
 pub use inputs::interpolate_inputs;
+pub use reference::FAILED_REFERENCE;
 
 use crate::diag::Diagnostics;
 use crate::source::{FileId, SourceMap};

@@ -6,6 +6,9 @@ use crate::yaml::{Node, Value};
 
 const MAX_NESTING: usize = 10;
 
+/// The tag of the null node a failed `!reference` is replaced with (already reported).
+pub const FAILED_REFERENCE: &str = "!failed-reference";
+
 pub(super) fn resolve_all(node: &mut Node, source: &Node, diags: &mut Diagnostics) {
     walk(node, source, diags, 0);
 }
@@ -27,7 +30,11 @@ fn walk(node: &mut Node, source: &Node, diags: &mut Diagnostics, depth: usize) {
 }
 
 fn lookup(node: &Node, source: &Node, diags: &mut Diagnostics, depth: usize) -> Node {
-    let fallback = Node::null(node.span);
+    // What a failed reference leaves: null, tagged so that readers do not report it again.
+    let fallback = Node {
+        tag: Some(FAILED_REFERENCE.into()),
+        ..Node::null(node.span)
+    };
     let Some(path) = node.as_seq().and_then(|items| {
         items
             .iter()

@@ -390,8 +390,9 @@ fn key_text(k: &Node) -> Option<String> {
     }
 }
 
+/// Psych reads an empty plain scalar, `~` and `null` in any letter case as null.
 fn is_null(s: &str) -> bool {
-    matches!(s, "" | "~" | "null" | "Null" | "NULL")
+    s.is_empty() || s == "~" || s.eq_ignore_ascii_case("null")
 }
 
 /// Splits a tag into a kept custom tag and an applied core-schema type.

@@ -38,6 +38,21 @@ pub enum Value {
     Map(Map),
 }
 
+/// The type GitLab's YAML parser (Ruby's Psych, which implements YAML 1.1) gives a node.
+/// GitLab validates keywords against these types: a variable's value must be a string or an
+/// integer (`0755` becomes `"493"`, `1.10` is a float and is rejected), a boolean field takes
+/// `yes`/`on`, a duration must be a string (`start_in: 30` is an integer and is rejected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Yaml11 {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float,
+    Str,
+    Seq,
+    Map,
+}
+
 /// A mapping whose keys are strings, in source order.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Map {
@@ -150,39 +165,55 @@ impl Node {
         matches!(self.value, Value::Null)
     }
 
-    /// A boolean as GitLab reads boolean fields: YAML 1.1 `true/false/yes/no/on/off`
-    /// (in lower, title or upper case) when plain; never a quoted string.
-    pub fn as_bool(&self) -> Option<bool> {
+    /// What GitLab's YAML parser (Ruby's Psych, YAML 1.1) makes of this node: plain scalars
+    /// are typed by their text (see [`Yaml11`]); quoted and block scalars are strings.
+    pub fn yaml11(&self) -> Yaml11 {
         match &self.value {
-            Value::Scalar(s, Style::Plain) => match s.as_str() {
-                "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "y"
-                | "Y" => Some(true),
-                "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "n"
-                | "N" => Some(false),
-                _ => None,
-            },
+            Value::Null => Yaml11::Null,
+            Value::Scalar(s, Style::Plain) => yaml11_scalar(s),
+            Value::Scalar(..) => Yaml11::Str,
+            Value::Seq(_) => Yaml11::Seq,
+            Value::Map(_) => Yaml11::Map,
+        }
+    }
+
+    /// A boolean as GitLab reads it: a plain `true/false/yes/no/on/off` in any letter case
+    /// (Psych's YAML 1.1 booleans; `y` and `n` are strings); never a quoted string.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self.yaml11() {
+            Yaml11::Bool(b) => Some(b),
             _ => None,
         }
     }
 
-    /// An integer as GitLab reads integer fields: YAML 1.1 forms (`0755` octal, `0x1F`,
-    /// `0b101`, `1_000`) when plain.
+    /// An integer as GitLab reads it: YAML 1.1 forms (`0755` octal, `0x1F`, `0b101`,
+    /// `1_000`, `1,000`, sexagesimal `1:30`) when plain.
     pub fn as_int(&self) -> Option<i64> {
-        match &self.value {
-            Value::Scalar(s, Style::Plain) => parse_yaml11_int(s),
+        match self.yaml11() {
+            Yaml11::Int(v) => Some(v),
             _ => None,
         }
     }
 
     /// A short description of the node's type, for "expected X, found Y" messages.
     pub fn kind(&self) -> &'static str {
-        match &self.value {
-            Value::Null => "null",
-            Value::Scalar(..) if self.as_bool().is_some() => "boolean",
-            Value::Scalar(..) if self.as_int().is_some() => "integer",
-            Value::Scalar(..) => "string",
-            Value::Seq(_) => "list",
-            Value::Map(_) => "map",
+        match self.yaml11() {
+            Yaml11::Null => "null",
+            Yaml11::Bool(_) => "boolean",
+            Yaml11::Int(_) => "integer",
+            Yaml11::Float => "float",
+            Yaml11::Str => "string",
+            Yaml11::Seq => "list",
+            Yaml11::Map => "map",
+        }
+    }
+
+    /// [`Node::kind`] with its article, for messages: "an integer", "a map", "null".
+    pub fn a_kind(&self) -> String {
+        match self.kind() {
+            "null" => "null".into(),
+            k @ "integer" => format!("an {k}"),
+            k => format!("a {k}"),
         }
     }
 
@@ -204,21 +235,164 @@ impl Node {
     }
 }
 
-fn parse_yaml11_int(s: &str) -> Option<i64> {
-    let t = s.replace('_', "");
+/// Psych's `ScalarScanner#tokenize` for a plain scalar, reduced to the types GitLab tells
+/// apart. Dates and times (which GitLab refuses to load) are left as strings.
+fn yaml11_scalar(s: &str) -> Yaml11 {
+    let b = s.as_bytes();
+    let Some(&first) = b.first() else {
+        return Yaml11::Null;
+    };
+    if first.is_ascii_alphabetic() || first == b'~' {
+        // Words: only short ones can be `null`, booleans; everything else is a string.
+        if s.len() > 5 {
+            return Yaml11::Str;
+        }
+        let lower = s.to_ascii_lowercase();
+        return match lower.as_str() {
+            "~" | "null" => Yaml11::Null,
+            "yes" | "true" | "on" => Yaml11::Bool(true),
+            "no" | "false" | "off" => Yaml11::Bool(false),
+            _ => Yaml11::Str,
+        };
+    }
+    if matches!(s.to_ascii_lowercase().as_str(), ".inf" | "-.inf" | ".nan") {
+        return Yaml11::Float;
+    }
+    if let Some(v) = sexagesimal_int(s) {
+        return Yaml11::Int(v);
+    }
+    if is_sexagesimal_float(s) {
+        return Yaml11::Float;
+    }
+    if looks_like_float(s) {
+        let t: String = s.chars().filter(|c| !matches!(c, ',' | '_')).collect();
+        return if ruby_float_ok(&t) {
+            Yaml11::Float
+        } else {
+            Yaml11::Str
+        };
+    }
+    if s.matches('.').count() < 2 {
+        let t: String = s.chars().filter(|c| !matches!(c, ',' | '_')).collect();
+        if let Some(v) = ruby_integer(&t) {
+            return Yaml11::Int(v);
+        }
+    }
+    Yaml11::Str
+}
+
+/// `[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+`, valued as Psych does (each part times 60^|i-2|).
+fn sexagesimal_int(s: &str) -> Option<i64> {
+    let body = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let mut parts = body.split(':');
+    let head = parts.next()?;
+    let rest: Vec<&str> = parts.collect();
+    if rest.is_empty()
+        || !head.starts_with(|c: char| c.is_ascii_digit())
+        || !head.bytes().all(|c| c.is_ascii_digit() || c == b'_')
+        || !rest.iter().all(|p| is_base60_digit(p))
+    {
+        return None;
+    }
+    let sign = if s.starts_with('-') { -1 } else { 1 };
+    let mut total: i64 = 0;
+    for (i, p) in std::iter::once(head).chain(rest).enumerate() {
+        let n: i64 = p.replace('_', "").parse().ok()?;
+        let n = if i == 0 { n * sign } else { n };
+        total = total.checked_add(
+            n.checked_mul(60i64.checked_pow((i as i64 - 2).unsigned_abs() as u32)?)?,
+        )?;
+    }
+    Some(total)
+}
+
+fn is_base60_digit(p: &str) -> bool {
+    match p.as_bytes() {
+        [d] => d.is_ascii_digit(),
+        [a, d] => (b'0'..=b'5').contains(a) && d.is_ascii_digit(),
+        _ => false,
+    }
+}
+
+/// `[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+\.[0-9_]*`.
+fn is_sexagesimal_float(s: &str) -> bool {
+    let Some((int, frac)) = s.rsplit_once('.') else {
+        return false;
+    };
+    int.contains(':')
+        && sexagesimal_int(int).is_some()
+        && frac.bytes().all(|c| c.is_ascii_digit() || c == b'_')
+}
+
+/// Psych's base-10 `FLOAT` pattern: `[-+]?([0-9][0-9_,]*)?\.[0-9.]*([eE][-+][0-9]+)?`.
+fn looks_like_float(s: &str) -> bool {
+    let t = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let (mantissa, exp) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], Some(&t[i + 1..])),
+        None => (t, None),
+    };
+    if let Some(e) = exp {
+        let digits = match e.strip_prefix(['-', '+']) {
+            Some(d) => d,
+            None => return false,
+        };
+        if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+            return false;
+        }
+    }
+    let Some(dot) = mantissa.find('.') else {
+        return false;
+    };
+    let (int, frac) = (&mantissa[..dot], &mantissa[dot + 1..]);
+    (int.is_empty()
+        || (int.starts_with(|c: char| c.is_ascii_digit())
+            && int
+                .bytes()
+                .all(|c| c.is_ascii_digit() || c == b'_' || c == b',')))
+        && frac.bytes().all(|c| c.is_ascii_digit() || c == b'.')
+}
+
+/// Whether Ruby's `Float()` accepts the text (digits on both sides of one dot).
+fn ruby_float_ok(t: &str) -> bool {
+    let t = t.strip_prefix(['-', '+']).unwrap_or(t);
+    let (mantissa, exp) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], Some(&t[i + 1..])),
+        None => (t, None),
+    };
+    let exp_ok = exp.is_none_or(|e| {
+        let d = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !d.is_empty() && d.bytes().all(|c| c.is_ascii_digit())
+    });
+    match mantissa.split_once('.') {
+        Some((i, f)) => {
+            exp_ok
+                && i.bytes().all(|c| c.is_ascii_digit())
+                && !f.is_empty()
+                && f.bytes().all(|c| c.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+/// Ruby's `Integer()` on text without `_` and `,`: an optional sign, then `0x`, `0b`,
+/// `0o`/`0` (octal) or decimal digits.
+fn ruby_integer(t: &str) -> Option<i64> {
     let (neg, t) = match t.strip_prefix('-') {
-        Some(rest) => (true, rest.to_string()),
-        None => (false, t.strip_prefix('+').unwrap_or(&t).to_string()),
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
     };
     if t.is_empty() {
         return None;
     }
-    let v = if let Some(h) = t.strip_prefix("0x") {
+    let lower = t.to_ascii_lowercase();
+    let v = if let Some(h) = lower.strip_prefix("0x") {
         i64::from_str_radix(h, 16).ok()?
-    } else if let Some(b) = t.strip_prefix("0b") {
+    } else if let Some(b) = lower.strip_prefix("0b") {
         i64::from_str_radix(b, 2).ok()?
-    } else if let Some(o) = t.strip_prefix("0o") {
+    } else if let Some(o) = lower.strip_prefix("0o") {
         i64::from_str_radix(o, 8).ok()?
+    } else if let Some(d) = lower.strip_prefix("0d") {
+        d.parse().ok()?
     } else if t.len() > 1 && t.starts_with('0') {
         i64::from_str_radix(&t[1..], 8).ok()?
     } else if t.bytes().all(|b| b.is_ascii_digit()) {
@@ -262,7 +436,7 @@ fn needs_quotes(s: &str) -> bool {
             | "N"
     );
     plain_special
-        || parse_yaml11_int(s).is_some()
+        || !matches!(yaml11_scalar(s), Yaml11::Str)
         || s.parse::<f64>().is_ok()
         || s.starts_with([
             ' ', '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"',
@@ -391,13 +565,41 @@ mod tests {
     use crate::source::SourceMap;
 
     #[test]
-    fn yaml11_ints() {
-        assert_eq!(parse_yaml11_int("0755"), Some(493));
-        assert_eq!(parse_yaml11_int("1_000"), Some(1000));
-        assert_eq!(parse_yaml11_int("0x1F"), Some(31));
-        assert_eq!(parse_yaml11_int("-3"), Some(-3));
-        assert_eq!(parse_yaml11_int("08"), None);
-        assert_eq!(parse_yaml11_int("abc"), None);
+    fn yaml11_scalars_as_psych_reads_them() {
+        use Yaml11::*;
+        for (text, want) in [
+            ("0755", Int(493)),
+            ("1_000", Int(1000)),
+            ("1,000", Int(1000)),
+            ("0x1F", Int(31)),
+            ("0b101", Int(5)),
+            ("-3", Int(-3)),
+            ("+5", Int(5)),
+            ("1:30", Int(5400)),
+            ("08", Str),
+            ("abc", Str),
+            ("1.10", Float),
+            ("3.0", Float),
+            (".5", Float),
+            ("1.0e+3", Float),
+            ("1.0e3", Str),
+            ("1.2.3", Str),
+            ("10.0.0.1", Str),
+            ("1.", Str),
+            (".inf", Float),
+            ("yes", Bool(true)),
+            ("ON", Bool(true)),
+            ("tRuE", Bool(true)),
+            ("off", Bool(false)),
+            ("y", Str),
+            ("n", Str),
+            ("NULL", Null),
+            ("~", Null),
+            ("python:3.12", Str),
+            ("v1.2", Str),
+        ] {
+            assert_eq!(yaml11_scalar(text), want, "{text}");
+        }
     }
 
     #[test]
