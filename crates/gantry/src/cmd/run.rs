@@ -71,6 +71,14 @@ pub struct Args {
     pub plain: bool,
 }
 
+/// `println!` that ignores a closed stdout (the reader went away; the run still finishes
+/// and cleans up).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 fn cache_home() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -282,7 +290,7 @@ async fn run_async(a: Args) -> Result<ExitCode> {
     view.clear_footer();
     view.summary(&report);
     if a.keep {
-        println!("Workspaces and artifacts kept in {}", run_dir.display());
+        outln!("Workspaces and artifacts kept in {}", run_dir.display());
     } else {
         let _ = std::fs::remove_dir_all(&run_dir);
     }
@@ -520,17 +528,17 @@ impl View {
     }
 
     fn summary(&self, report: &runtime::RunReport) {
-        println!();
+        outln!();
         let failed: Vec<_> = report
             .jobs
             .iter()
             .filter(|j| matches!(j.state, JobState::Failed { .. }))
             .collect();
         for j in &failed {
-            println!("{} {} — last lines:", self.paint("31", "✘"), j.name);
+            outln!("{} {} — last lines:", self.paint("31", "✘"), j.name);
             for l in &j.tail {
                 let l = if self.color { l.clone() } else { strip_ansi(l) };
-                println!("    {l}");
+                outln!("    {l}");
             }
         }
         let mut junit = gantry_runner::artifacts::JunitSummary::default();
@@ -542,7 +550,7 @@ impl View {
             }
         }
         if any_junit {
-            println!(
+            outln!(
                 "Tests: {} passed, {} failed, {} errors, {} skipped",
                 junit.passed(),
                 junit.failures,
@@ -561,7 +569,7 @@ impl View {
         } else {
             "31"
         };
-        println!(
+        outln!(
             "Pipeline {} in {:.1}s: {passed} passed, {failed_n} failed, {skipped} skipped, {manual} manual",
             self.paint(code, report.status.label()),
             report.duration.as_secs_f64()
