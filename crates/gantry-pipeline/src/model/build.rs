@@ -386,7 +386,7 @@ fn validate(p: &Pipeline, diags: &mut Diagnostics) {
                             "job '{}': `environment:on_stop` names '{stop}', which is not defined",
                             job.name
                         ),
-                        Some(job.span),
+                        Some(env.on_stop_span),
                     );
                     if let Some(s) = did_you_mean(stop, names.iter().copied()) {
                         d = d.with_help(format!("did you mean '{s}'?"));
@@ -399,7 +399,7 @@ fn validate(p: &Pipeline, diags: &mut Diagnostics) {
                         "job '{}': the `on_stop` job '{stop}' has no `environment`",
                         job.name
                     ),
-                    Some(job.span),
+                    Some(env.on_stop_span),
                     format!(
                         "give '{stop}' `environment: {{name: {}, action: stop}}`",
                         env.name
@@ -417,7 +417,7 @@ fn validate(p: &Pipeline, diags: &mut Diagnostics) {
                             "job '{}' depends on '{dep}', which is not defined",
                             job.name
                         ),
-                        Some(job.span),
+                        Some(job.dependencies_span),
                     );
                     if let Some(s) = did_you_mean(dep, names.iter().copied()) {
                         d = d.with_help(format!("did you mean '{s}'?"));
@@ -433,7 +433,7 @@ fn validate(p: &Pipeline, diags: &mut Diagnostics) {
                                 "job '{}' has '{dep}' in `dependencies`, which is not in its `needs`",
                                 job.name
                             ),
-                            Some(job.span),
+                            Some(job.dependencies_span),
                             "a job with `needs` can only take artifacts from jobs it needs: add it to `needs`",
                         );
                     } else if stage_index(p, &other.stage) > stage_index(p, &job.stage) {
@@ -443,7 +443,7 @@ fn validate(p: &Pipeline, diags: &mut Diagnostics) {
                                 "job '{}' has '{dep}' in `dependencies`, which is in a later stage ('{}')",
                                 job.name, other.stage
                             ),
-                            Some(job.span),
+                            Some(job.dependencies_span),
                             "dependencies can only name jobs of the current or earlier stages",
                         );
                     }
@@ -1184,6 +1184,17 @@ impl R<'_> {
         let items: Vec<&Node> = match &n.value {
             Value::Seq(items) => items.iter().collect(),
             Value::Null => return Vec::new(),
+            // `needs: {pipeline: other/project}` (mirror an upstream status) is a map.
+            Value::Map(m) if m.contains("pipeline") => vec![n],
+            Value::Map(_) => {
+                self.diags.error_help(
+                    "E0202",
+                    "`needs` must be a list, found a map",
+                    Some(n.span),
+                    "write `needs: [job]` or `needs: [{job: name, artifacts: false}]`",
+                );
+                return Vec::new();
+            }
             _ => vec![n],
         };
         let mut out = Vec::new();
@@ -1900,6 +1911,7 @@ impl R<'_> {
                     on_stop: self.opt_string(m, "on_stop", "environment"),
                     auto_stop_in,
                     deployment_tier: tier,
+                    on_stop_span: m.get("on_stop").map(|x| x.span).unwrap_or(n.span),
                 })
             }
             Value::Seq(_) => {
@@ -1918,17 +1930,26 @@ impl R<'_> {
             ],
             "trigger:include",
         );
-        for (k, why) in [
-            ("project", "a child pipeline from another project's file"),
-            ("template", "GitLab's template library"),
-            ("inputs", "inputs for a child pipeline"),
+        for (k, help) in [
+            (
+                "project",
+                "Gantry starts child pipelines from this project's files: vendor the file and use `local:`",
+            ),
+            (
+                "template",
+                "Gantry does not ship GitLab's templates: vendor the template and use `local:`",
+            ),
+            (
+                "inputs",
+                "pass values to the child pipeline with `variables:` on the trigger job",
+            ),
         ] {
             if let Some(e) = im.entry(k) {
                 self.diags.error_help(
                     "E0208",
                     format!("`trigger:include:{k}` is not supported yet"),
                     Some(e.key_span),
-                    format!("Gantry cannot start {why}; vendor the file and use `local:`"),
+                    help,
                 );
             }
         }
@@ -2211,7 +2232,12 @@ impl R<'_> {
         defaults: &Map,
         p: &Pipeline,
     ) -> Job {
-        for e in &jm.entries {
+        // A misspelt global keyword (`variable:`, `stage:`) reads as a job: say so once,
+        // instead of listing its keys as unknown job keywords.
+        let keyword_typo = (!jm.contains("script") && !jm.contains("trigger"))
+            .then(|| did_you_mean(name, GLOBAL_KEYS.iter().copied()))
+            .flatten();
+        for e in jm.entries.iter().filter(|_| keyword_typo.is_none()) {
             let k = e.key.as_str();
             if !JOB_KEYS.contains(&k) {
                 self.unknown_key(k, e.key_span, JOB_KEYS, &format!("job '{name}'"));
@@ -2291,7 +2317,16 @@ impl R<'_> {
             .unwrap_or_default();
         let failed_reference = jm.get("script").is_some_and(has_failed_reference);
         if trigger.is_none() && script.is_empty() && !jm.contains("run") && !failed_reference {
-            self.diags.error_help("E0210", format!("job '{name}' has no `script`"), Some(key_span), "add `script:` with the commands to run, or `trigger:` for a child pipeline; hide a template job by starting its name with '.'");
+            let help = match &keyword_typo {
+                Some(k) => format!("did you mean the keyword '{k}'? As written, '{name}' is a job"),
+                None => "add `script:` with the commands to run, or `trigger:` for a child pipeline; hide a template job by starting its name with '.'".into(),
+            };
+            self.diags.error_help(
+                "E0210",
+                format!("job '{name}' has no `script`"),
+                Some(key_span),
+                help,
+            );
         }
         if trigger.is_some() && jm.contains("script") {
             self.diags.error(
@@ -2534,6 +2569,10 @@ impl R<'_> {
             extra,
             span: node.span,
             stage_span,
+            dependencies_span: jm
+                .entry("dependencies")
+                .map(|e| e.value.span)
+                .unwrap_or(node.span),
         }
     }
 }

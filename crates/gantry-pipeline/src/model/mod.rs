@@ -337,6 +337,9 @@ pub struct Environment {
     pub auto_stop_in: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deployment_tier: Option<String>,
+    /// Where `on_stop` is written.
+    #[serde(skip)]
+    pub on_stop_span: Span,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -444,4 +447,7 @@ pub struct Job {
     pub span: Span,
     #[serde(skip)]
     pub stage_span: Span,
+    /// Where `dependencies:` is written (the job's span when it is not).
+    #[serde(skip)]
+    pub dependencies_span: Span,
 }

@@ -603,7 +603,9 @@ pub fn render(plan: &Plan) -> String {
             if !after.is_empty() {
                 let _ = writeln!(out, "      after: {}", after.join(", "));
             }
-            if !j.artifacts_from.is_empty() && j.artifacts_from.len() != after.len() {
+            if j.artifacts_from.is_empty() && !after.is_empty() {
+                let _ = writeln!(out, "      artifacts from: none");
+            } else if !j.artifacts_from.is_empty() && j.artifacts_from.len() != after.len() {
                 let _ = writeln!(out, "      artifacts from: {}", j.artifacts_from.join(", "));
             }
             let _ = writeln!(out, "      why: {}", j.reason);

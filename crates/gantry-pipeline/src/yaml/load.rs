@@ -96,6 +96,15 @@ pub fn load_with_limits(
                     );
                     return None;
                 }
+                if e.info().contains("unknown anchor") {
+                    b.diags.error_help(
+                        "E0101",
+                        "this alias names an anchor that is not defined before it in this file",
+                        Some(span),
+                        "anchors work only inside the file that defines them, after the definition; across files use `extends:` or `!reference`",
+                    );
+                    return None;
+                }
                 let hint = if e.info().contains("tab") {
                     "YAML indentation must use spaces, not tabs"
                 } else {
