@@ -502,6 +502,13 @@ impl JobRun {
             env: env.clone(),
             image: job.job.image.clone(),
             services: job.job.services.clone(),
+            labels: vec![
+                (
+                    "org.gantry.project".to_string(),
+                    self.trigger.project.path.clone(),
+                ),
+                ("org.gantry.job-name".to_string(), job.name.clone()),
+            ],
         };
         let timeout = job
             .job

@@ -198,7 +198,7 @@ impl Executor for DockerExecutor {
         let req = NetworkCreateRequest {
             name: network.clone(),
             driver: Some("bridge".into()),
-            labels: Some(HashMap::from([(LABEL.to_string(), job.id.clone())])),
+            labels: Some(labels(job)),
             ..Default::default()
         };
         if let Err(e) = self.docker.create_network(req).await {
@@ -220,6 +220,12 @@ impl Executor for DockerExecutor {
     }
 }
 
+fn labels(job: &JobSpec) -> HashMap<String, String> {
+    let mut l: HashMap<String, String> = job.labels.iter().cloned().collect();
+    l.insert(LABEL.to_string(), job.id.clone());
+    l
+}
+
 struct DockerJob {
     docker: Docker,
     spec: JobSpec,
@@ -230,7 +236,7 @@ struct DockerJob {
 
 impl DockerJob {
     fn labels(&self) -> HashMap<String, String> {
-        HashMap::from([(LABEL.to_string(), self.spec.id.clone())])
+        labels(&self.spec)
     }
 
     fn networking(&self, aliases: Vec<String>) -> Option<NetworkingConfig> {

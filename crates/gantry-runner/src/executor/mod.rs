@@ -61,6 +61,8 @@ pub struct JobSpec {
     pub env: Vec<(String, String)>,
     pub image: Option<Image>,
     pub services: Vec<Service>,
+    /// Labels for what the executor creates (containers, networks), to find leftovers.
+    pub labels: Vec<(String, String)>,
 }
 
 /// Why an attempt failed before or outside the script: these are `runner_system_failure`.
