@@ -310,7 +310,8 @@ fn settings(plan: &plan::Plan) -> String {
     out
 }
 
-/// Drops `false`, `null`, empty lists and maps, and `artifacts:public: true` (the default).
+/// Drops `false`, `null`, empty lists and maps, and `artifacts:public: true` (the default;
+/// `public: false` is kept).
 fn prune(v: serde_json::Value) -> Option<serde_json::Value> {
     use serde_json::Value;
     match v {
@@ -320,10 +321,14 @@ fn prune(v: serde_json::Value) -> Option<serde_json::Value> {
             (!items.is_empty()).then_some(Value::Array(items))
         }
         Value::Object(m) => {
+            // `public` defaults to true: show it only when false.
             let m: serde_json::Map<String, Value> = m
                 .into_iter()
-                .filter(|(k, v)| !(k == "public" && *v == Value::Bool(true)))
-                .filter_map(|(k, v)| prune(v).map(|v| (k, v)))
+                .filter_map(|(k, v)| match (k.as_str(), &v) {
+                    ("public", Value::Bool(true)) => None,
+                    ("public", Value::Bool(false)) => Some((k, v)),
+                    _ => prune(v).map(|v| (k, v)),
+                })
                 .collect();
             (!m.is_empty()).then_some(Value::Object(m))
         }

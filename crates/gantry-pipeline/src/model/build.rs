@@ -154,7 +154,8 @@ pub fn build(root: &Node, diags: &mut Diagnostics) -> Pipeline {
     }
     let mut stages: Vec<String> = match stages_node {
         None => DEFAULT_STAGES.iter().map(|s| s.to_string()).collect(),
-        Some(n) => r.strings(n, "stages"),
+        // Nested lists (from anchors or `!reference`) are flattened, as GitLab does since 16.9.
+        Some(n) => r.script(n, "stages"),
     };
     if !stages.iter().any(|s| s == ".pre") {
         stages.insert(0, ".pre".into());
@@ -1224,7 +1225,7 @@ impl R<'_> {
                     );
                     let Some(job) = m.get("job").and_then(|j| self.string(j, "`needs:job`")) else {
                         if m.contains("pipeline") {
-                            self.diags.error("E0208", "`needs:pipeline` (artifacts of a parent or upstream pipeline) is not supported yet", Some(i.span));
+                            self.diags.error("E0208", "`needs:pipeline` (another pipeline's artifacts or status) is not supported yet", Some(i.span));
                         } else {
                             self.diags.error_help(
                                 "E0202",
@@ -1254,6 +1255,14 @@ impl R<'_> {
                         None => Vec::new(),
                     };
                     let project = self.opt_string(m, "project", "needs");
+                    if let Some(e) = m.entry("project") {
+                        self.diags.error_help(
+                            "E0208",
+                            "`needs:project` (artifacts from another project's pipeline) is not supported yet",
+                            Some(e.key_span),
+                            "fetch the artifacts in the script, e.g. with the API and a token",
+                        );
+                    }
                     out.push(Need {
                         job,
                         artifacts,
@@ -1364,6 +1373,7 @@ impl R<'_> {
                     &["name", "entrypoint", "pull_policy", "docker", "kubernetes"],
                     "image",
                 );
+                self.unsupported_executor_keys(m, "image", &["kubernetes"]);
                 let name = self.opt_string(m, "name", "image").unwrap_or_else(|| {
                     self.diags
                         .error("E0202", "`image` needs a `name`", Some(n.span));
@@ -1397,6 +1407,24 @@ impl R<'_> {
             Value::Seq(_) => {
                 self.type_error(n, "`image`", "a string or a map with `name`");
                 None
+            }
+        }
+    }
+
+    /// Keywords GitLab has for executors or integrations Gantry does not have.
+    fn unsupported_executor_keys(&mut self, m: &Map, ctx: &str, keys: &[&str]) {
+        for k in keys {
+            if let Some(e) = m.entry(k) {
+                let help = match *k {
+                    "kubernetes" => "Gantry has no Kubernetes executor or integration",
+                    _ => "Gantry does not pass these options to service containers",
+                };
+                self.diags.error_help(
+                    "E0208",
+                    format!("`{ctx}:{k}` is not supported yet"),
+                    Some(e.key_span),
+                    help,
+                );
             }
         }
     }
@@ -1445,6 +1473,7 @@ impl R<'_> {
                         ],
                         "services",
                     );
+                    self.unsupported_executor_keys(m, "services", &["docker", "kubernetes"]);
                     let Some(name) = self.opt_string(m, "name", "services") else {
                         self.diags
                             .error("E0202", "a service needs a `name`", Some(i.span));
@@ -1596,14 +1625,18 @@ impl R<'_> {
         }
         if let Some(acc) = m.get("access")
             && let Some(v) = self.string(acc, "`artifacts:access`")
-            && !["all", "developer", "maintainer", "none"].contains(&v.as_str())
         {
-            self.diags.error_help(
-                "E0202",
-                format!("`artifacts:access` cannot be '{v}'"),
-                Some(acc.span),
-                "use all, developer, maintainer or none",
-            );
+            // `all` is `public: true`; the others restrict downloads (`public: false`).
+            if ["all", "developer", "maintainer", "none"].contains(&v.as_str()) {
+                a.public = v == "all";
+            } else {
+                self.diags.error_help(
+                    "E0202",
+                    format!("`artifacts:access` cannot be '{v}'"),
+                    Some(acc.span),
+                    "use all, developer, maintainer or none",
+                );
+            }
         }
         if a.expose_as.is_some() && a.paths.is_empty() {
             self.diags.error(
@@ -1855,6 +1888,7 @@ impl R<'_> {
                     ],
                     "environment",
                 );
+                self.unsupported_executor_keys(m, "environment", &["kubernetes"]);
                 let name = self
                     .opt_string(m, "name", "environment")
                     .unwrap_or_else(|| {
@@ -2127,10 +2161,11 @@ impl R<'_> {
             Value::Map(m) => {
                 self.check_keys(m, &["refs", "variables", "changes", "kubernetes"], what);
                 if let Some(k) = m.entry("kubernetes") {
-                    self.diags.error(
+                    self.diags.error_help(
                         "E0208",
-                        format!("`{what}:kubernetes` is not supported"),
+                        format!("`{what}:kubernetes` is not supported yet"),
                         Some(k.key_span),
+                        "Gantry has no Kubernetes integration to test for",
                     );
                 }
                 // A map without `refs` under `only` keeps GitLab's default refs
@@ -2315,7 +2350,13 @@ impl R<'_> {
             .get("script")
             .map(|s| self.script(s, "script"))
             .unwrap_or_default();
-        let failed_reference = jm.get("script").is_some_and(has_failed_reference);
+        let failed_reference = jm.get("script").is_some_and(has_failed_reference)
+            // A job with `needs: {pipeline: …}` mirrors another pipeline and has no script
+            // (reported as not supported in `needs`).
+            || jm
+                .get("needs")
+                .and_then(Node::as_map)
+                .is_some_and(|m| m.contains("pipeline"));
         if trigger.is_none() && script.is_empty() && !jm.contains("run") && !failed_reference {
             let help = match &keyword_typo {
                 Some(k) => format!("did you mean the keyword '{k}'? As written, '{name}' is a job"),

@@ -109,6 +109,15 @@ fn resolve_one(
             diags.push(d);
             continue;
         }
+        if map.get(&parent).is_some_and(|n| n.as_map().is_none()) {
+            diags.error_help(
+                "E0401",
+                format!("job '{name}' extends '{parent}', which is not a job (not a map)"),
+                Some(span),
+                "`extends` takes the names of jobs or hidden jobs",
+            );
+            continue;
+        }
         if let (Some(p), parent_depth) = resolve_one(map, &parent, chain, done, diags) {
             depth = depth.max(parent_depth + 1);
             let mut p = p;

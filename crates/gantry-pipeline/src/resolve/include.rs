@@ -91,6 +91,8 @@ pub(super) struct Ctx<'a> {
     /// The project (and ref) of the file being expanded, when it is another project's: its
     /// `include: local` entries name files of that project.
     project: Vec<Option<(String, Option<String>)>>,
+    /// `include:integrity` of remote includes: URL, expected `sha256-<base64>`, its place.
+    integrity: Vec<(String, String, Span)>,
 }
 
 const INCLUDE_KEYS: &[&str] = &[
@@ -117,6 +119,7 @@ impl<'a> Ctx<'a> {
             local_files: None,
             over_limit_reported: false,
             project: vec![None],
+            integrity: Vec::new(),
         }
     }
 
@@ -204,6 +207,15 @@ impl<'a> Ctx<'a> {
                         diags.push(d);
                     }
                 }
+                if let Some(e) = m.entry("integrity")
+                    && !m.contains("remote")
+                {
+                    diags.warning(
+                        "W0301",
+                        "`integrity` has an effect only with `include:remote`",
+                        Some(e.key_span),
+                    );
+                }
                 let kinds: Vec<&str> = ["local", "project", "remote", "template", "component"]
                     .into_iter()
                     .filter(|k| m.contains(k))
@@ -246,6 +258,13 @@ impl<'a> Ctx<'a> {
                             Some(remote.span),
                         );
                         return Vec::new();
+                    }
+                    if let Some(i) = m.get("integrity").and_then(Node::as_str) {
+                        self.integrity.push((
+                            url.clone(),
+                            i.to_string(),
+                            m.get("integrity").map(|n| n.span).unwrap_or(span),
+                        ));
                     }
                     return vec![(IncludeKind::Remote(url), span, inputs)];
                 }
@@ -553,6 +572,25 @@ impl<'a> Ctx<'a> {
                 return None;
             }
         };
+        if let IncludeKind::Remote(url) = &kind
+            && let Some((_, want, ispan)) = self.integrity.iter().find(|(u, _, _)| u == url)
+        {
+            let got = format!(
+                "sha256-{}",
+                base64(&crate::vars::sha256_digest(fetched.text.as_bytes()))
+            );
+            if &got != want {
+                diags.error_help(
+                    "E0301",
+                    format!(
+                        "the integrity of remote file '{url}' does not match: its content is {got}"
+                    ),
+                    Some(*ispan),
+                    "the file changed since the hash was written: check it and update `integrity`",
+                );
+                return None;
+            }
+        }
         if self.chain.contains(&fetched.name) {
             diags.error_help(
                 "E0304",
@@ -591,6 +629,28 @@ impl<'a> Ctx<'a> {
         self.project.pop();
         Some(expanded)
     }
+}
+
+/// Standard base64 with padding (for `include:integrity`).
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(A[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn str_of<'n>(n: &'n Node, what: &str, diags: &mut Diagnostics) -> Option<&'n str> {
@@ -646,5 +706,17 @@ pub(crate) fn merge_maps(base: &mut Map, over: Map) {
             }
             None => base.entries.push(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_known_answers() {
+        assert_eq!(super::base64(b""), "");
+        assert_eq!(super::base64(b"f"), "Zg==");
+        assert_eq!(super::base64(b"fo"), "Zm8=");
+        assert_eq!(super::base64(b"foo"), "Zm9v");
+        assert_eq!(super::base64(b"foobar"), "Zm9vYmFy");
     }
 }

@@ -30,6 +30,11 @@ pub use predefined::{
 };
 pub use set::{CycleError, Layer, VarSet};
 
+/// SHA-256 of `data` (used for environment slugs and `include:integrity`).
+pub(crate) fn sha256_digest(data: &[u8]) -> [u8; 32] {
+    predefined::sha256(data)
+}
+
 /// When a variable becomes available (GitLab's "availability" column of the predefined-variables
 /// reference). The order is meaningful: `phase <= Phase::Pipeline` means usable in `rules`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
