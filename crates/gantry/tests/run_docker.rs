@@ -191,3 +191,101 @@ fn timeout_and_retry_in_containers() {
     );
     let _ = passed;
 }
+
+#[test]
+fn entrypoint_dotenv_cache_and_masking_in_containers() {
+    let Some((_rt, _docker, image)) = engine("entrypoint_dotenv_cache_and_masking_in_containers")
+    else {
+        return;
+    };
+    let p = Project::new(&format!(
+        r#"
+default:
+  image:
+    name: {image}
+    entrypoint: ["/bin/sh", "-c", "echo from-entrypoint; exec \"$@\"", "--"]
+build:
+  stage: build
+  cache:
+    key: deps
+    paths: [deps/]
+  script:
+    - if [ -f deps/stamp ]; then echo cache-hit; else mkdir -p deps && touch deps/stamp && echo cache-miss; fi
+    - echo "BUILD_ID=7" > build.env
+  artifacts:
+    reports:
+      dotenv: build.env
+test:
+  stage: test
+  script:
+    - echo "id=$BUILD_ID"
+    - echo "token=$TOKEN"
+"#
+    ));
+    let args = [
+        "run",
+        "--executor",
+        "docker",
+        "--secret",
+        "TOKEN=t0ps3cret-value",
+    ];
+    let r = p.gantry(&args);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("from-entrypoint"),
+        "the image entrypoint wraps the job shell: {}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("cache-miss") && r.stdout.contains("id=7"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("token=[MASKED]") && !r.stdout.contains("t0ps3cret-value"),
+        "{}",
+        r.stdout
+    );
+    let r = p.gantry(&args);
+    assert!(
+        r.stdout.contains("cache-hit"),
+        "the cache is reused by the next run: {}",
+        r.stdout
+    );
+}
+
+#[test]
+fn dag_and_when_with_containers() {
+    let Some((_rt, _docker, image)) = engine("dag_and_when_with_containers") else {
+        return;
+    };
+    let p = Project::new(&format!(
+        r#"
+image: {image}
+stages: [build, test, cleanup]
+fails:
+  stage: build
+  script: [exit 2]
+  allow_failure: true
+breaks:
+  stage: build
+  script: [exit 1]
+after_breaks:
+  stage: test
+  script: [echo never]
+cleanup:
+  stage: cleanup
+  when: on_failure
+  script: [echo cleaning]
+"#
+    ));
+    let r = p.gantry(&["run", "--executor", "docker"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        state_line(&r, "fails")
+            .unwrap()
+            .contains("failed (allowed)")
+    );
+    assert!(state_line(&r, "after_breaks").unwrap().contains("skipped"));
+    assert!(passed(&r, "cleanup"), "{}", r.stdout);
+}
