@@ -4,12 +4,18 @@ use gantry_pipeline::resolve::FetchError;
 use std::io::Read;
 use std::time::Duration;
 
-/// How long a remote include may take, connect to last byte.
+/// How long a remote include may take, connect to last byte, unless
+/// `GANTRY_INCLUDE_TIMEOUT_SECS` says otherwise.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn fetch(url: &str, max_bytes: u64) -> Result<String, FetchError> {
+    let timeout = std::env::var("GANTRY_INCLUDE_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(TIMEOUT);
     let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(TIMEOUT))
+        .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .build()
         .into();
@@ -31,7 +37,7 @@ pub fn fetch(url: &str, max_bytes: u64) -> Result<String, FetchError> {
         .into_reader()
         .take(max_bytes + 1)
         .read_to_end(&mut body)
-        .map_err(|e| FetchError::Failed(e.to_string()))?;
+        .map_err(|e| FetchError::Failed(format!("reading the answer: {e}")))?;
     if body.len() as u64 > max_bytes {
         return Err(FetchError::Failed(format!(
             "the file is larger than {max_bytes} bytes"
