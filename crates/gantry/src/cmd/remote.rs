@@ -19,10 +19,11 @@ pub fn fetch(url: &str, max_bytes: u64) -> Result<String, FetchError> {
         .http_status_as_error(false)
         .build()
         .into();
-    let resp = agent
-        .get(url)
-        .call()
-        .map_err(|e| FetchError::Failed(format!("{e}")))?;
+    let timed_out = || FetchError::Failed(format!("no answer within {}s", timeout.as_secs()));
+    let resp = agent.get(url).call().map_err(|e| match e {
+        ureq::Error::Timeout(_) => timed_out(),
+        e => FetchError::Failed(e.to_string()),
+    })?;
     let status = resp.status().as_u16();
     if status == 404 {
         return Err(FetchError::NotFound);
