@@ -149,9 +149,9 @@ pub async fn run(
                             || opts.select.iter().any(|p| p == &job.name || p == &job.base)) =>
                     {
                         Some(JobState::Manual {
-                            blocking: !job.allow_failure.allows(None)
-                                && job.allow_failure
-                                    != gantry_pipeline::model::AllowFailure::Bool(true),
+                            // Only `allow_failure: true` lets the pipeline go on without it.
+                            blocking: job.allow_failure
+                                != gantry_pipeline::model::AllowFailure::Bool(true),
                         })
                     }
                     _ => None,
