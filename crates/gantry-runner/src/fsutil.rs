@@ -39,14 +39,23 @@ pub fn copy_paths(src: &Path, dst: &Path, files: &[PathBuf]) -> Result<()> {
 
 /// Every file (and symlink) below `root`, relative to it, sorted.
 pub fn list_files(root: &Path) -> Vec<PathBuf> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+    walk_files(root, &[])
+}
+
+/// Like [`list_files`], without descending into directories named in `skip`.
+pub fn walk_files(root: &Path, skip: &[&str]) -> Vec<PathBuf> {
+    fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut Vec<PathBuf>) {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
         for e in rd.flatten() {
             let p = e.path();
             match e.file_type() {
-                Ok(t) if t.is_dir() => walk(root, &p, out),
+                Ok(t) if t.is_dir() => {
+                    if !skip.iter().any(|s| e.file_name() == *s) {
+                        walk(root, &p, skip, out);
+                    }
+                }
                 Ok(_) => {
                     if let Ok(rel) = p.strip_prefix(root) {
                         out.push(rel.to_path_buf());
@@ -57,7 +66,7 @@ pub fn list_files(root: &Path) -> Vec<PathBuf> {
         }
     }
     let mut out = Vec::new();
-    walk(root, root, &mut out);
+    walk(root, root, skip, &mut out);
     out.sort();
     out
 }

@@ -5,7 +5,10 @@
 //! alike. Outside git the directory is copied whole (without `.git`, `target` and
 //! `node_modules`).
 
-use crate::fsutil::copy_file;
+use crate::fsutil::{copy_file, walk_files};
+
+/// Folders a copy of a tree outside git leaves out.
+pub const SKIPPED_DIRS: &[&str] = &[".git", "target", "node_modules", ".gantry-cache"];
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -137,30 +140,6 @@ impl Source {
                 .map(|s| PathBuf::from(String::from_utf8_lossy(s).to_string()))
                 .collect());
         }
-        let mut out = Vec::new();
-        walk(&self.root, &self.root, &mut out);
-        Ok(out)
-    }
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name();
-        if name == ".git" || name == "target" || name == "node_modules" || name == ".gantry-cache" {
-            continue;
-        }
-        let p = e.path();
-        match e.file_type() {
-            Ok(t) if t.is_dir() => walk(root, &p, out),
-            Ok(_) => {
-                if let Ok(rel) = p.strip_prefix(root) {
-                    out.push(rel.to_path_buf());
-                }
-            }
-            Err(_) => {}
-        }
+        Ok(walk_files(&self.root, SKIPPED_DIRS))
     }
 }

@@ -104,10 +104,10 @@ impl Repo {
         if let Some(out) = self.git(&["ls-files", "--cached", "--others", "--exclude-standard"]) {
             return out.lines().map(str::to_string).collect();
         }
-        let mut files = Vec::new();
-        walk(&self.root, &self.root, &mut files);
-        files.sort();
-        files
+        gantry_runner::fsutil::walk_files(&self.root, gantry_runner::workspace::SKIPPED_DIRS)
+            .into_iter()
+            .map(|p| p.display().to_string())
+            .collect()
     }
 
     /// Facts about HEAD for the trigger, with safe defaults outside git.
@@ -151,28 +151,6 @@ impl Repo {
         t.commit = c;
         t.files = Some(self.files());
         t
-    }
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        let name = e.file_name();
-        if name == ".git" || name == "target" || name == "node_modules" {
-            continue;
-        }
-        match e.file_type() {
-            Ok(ft) if ft.is_dir() => walk(root, &p, out),
-            Ok(ft) if ft.is_file() => {
-                if let Ok(rel) = p.strip_prefix(root) {
-                    out.push(rel.display().to_string());
-                }
-            }
-            _ => {}
-        }
     }
 }
 

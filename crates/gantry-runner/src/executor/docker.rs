@@ -132,6 +132,23 @@ fn split_image(name: &str) -> (&str, &str) {
     }
 }
 
+/// A removal that finds nothing to remove has done its job.
+fn ok_if_gone(r: Result<(), BollardError>) -> Result<(), BollardError> {
+    match r {
+        Err(BollardError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        r => r,
+    }
+}
+
+fn remove_options() -> bollard::query_parameters::RemoveContainerOptions {
+    RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build()
+}
+
 fn short_error(e: &BollardError) -> String {
     match e {
         BollardError::DockerResponseServerError { message, .. } => message.clone(),
@@ -426,15 +443,7 @@ impl Prepared for DockerJob {
         };
         let _ = self
             .docker
-            .remove_container(
-                &created.id,
-                Some(
-                    RemoveContainerOptionsBuilder::new()
-                        .force(true)
-                        .v(true)
-                        .build(),
-                ),
-            )
+            .remove_container(&created.id, Some(remove_options()))
             .await;
         self.containers.retain(|c| c != &created.id);
         Ok(code as i32)
@@ -442,23 +451,12 @@ impl Prepared for DockerJob {
 
     async fn cleanup(&mut self, log: &LogSink) {
         for id in std::mem::take(&mut self.containers) {
-            match self
-                .docker
-                .remove_container(
-                    &id,
-                    Some(
-                        RemoveContainerOptionsBuilder::new()
-                            .force(true)
-                            .v(true)
-                            .build(),
-                    ),
-                )
-                .await
-            {
-                Ok(())
-                | Err(BollardError::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => {}
+            match ok_if_gone(
+                self.docker
+                    .remove_container(&id, Some(remove_options()))
+                    .await,
+            ) {
+                Ok(()) => {}
                 Err(e) => log.info(&format!(
                     "could not remove container {id}: {}",
                     short_error(&e)
@@ -466,11 +464,8 @@ impl Prepared for DockerJob {
             }
         }
         if let Some(net) = self.network.take() {
-            match self.docker.remove_network(&net).await {
-                Ok(())
-                | Err(BollardError::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => {}
+            match ok_if_gone(self.docker.remove_network(&net).await) {
+                Ok(()) => {}
                 Err(e) => log.info(&format!(
                     "could not remove network {net}: {}",
                     short_error(&e)
