@@ -156,3 +156,76 @@ pub fn pipeline_status(results: &[JobResult], canceled: bool) -> PipelineStatus 
     }
     PipelineStatus::Success
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(state: JobState) -> JobResult {
+        JobResult {
+            name: "j".into(),
+            stage: "test".into(),
+            state,
+            attempts: 1,
+            duration: Duration::ZERO,
+            tail: Vec::new(),
+            junit: None,
+        }
+    }
+
+    fn failed(allowed: bool) -> JobState {
+        JobState::Failed {
+            class: FailureClass::ScriptFailure,
+            exit_code: Some(1),
+            allowed,
+        }
+    }
+
+    #[test]
+    fn final_status_follows_gitlab() {
+        assert_eq!(
+            pipeline_status(&[job(JobState::Success)], false),
+            PipelineStatus::Success
+        );
+        assert_eq!(
+            pipeline_status(&[job(JobState::Success), job(failed(true))], false),
+            PipelineStatus::SuccessWithWarnings
+        );
+        assert_eq!(
+            pipeline_status(&[job(failed(true)), job(failed(false))], false),
+            PipelineStatus::Failed
+        );
+        assert_eq!(
+            pipeline_status(
+                &[
+                    job(JobState::Success),
+                    job(JobState::Manual { blocking: true })
+                ],
+                false
+            ),
+            PipelineStatus::Blocked
+        );
+        assert_eq!(
+            pipeline_status(&[job(JobState::Manual { blocking: false })], false),
+            PipelineStatus::Success
+        );
+        assert_eq!(
+            pipeline_status(&[job(failed(false))], true),
+            PipelineStatus::Canceled
+        );
+        assert_eq!(
+            pipeline_status(&[job(JobState::Skipped(SkipReason::NothingFailed))], false),
+            PipelineStatus::Success
+        );
+    }
+
+    #[test]
+    fn retry_when_classes() {
+        assert!(FailureClass::ScriptFailure.matches("always"));
+        assert!(FailureClass::ScriptFailure.matches("script_failure"));
+        assert!(!FailureClass::ScriptFailure.matches("runner_system_failure"));
+        assert!(FailureClass::JobExecutionTimeout.matches("stuck_or_timeout_failure"));
+        assert!(FailureClass::JobExecutionTimeout.matches("job_execution_timeout"));
+        assert!(FailureClass::RunnerSystemFailure.matches("runner_system_failure"));
+    }
+}
