@@ -1,6 +1,9 @@
 //! The fixture suite: each `tests/fixtures/*.case` holds a repository in one file (the
 //! pipeline file, its includes, and the trigger), and its snapshot holds what a user sees:
-//! the diagnostics as rendered by `gantry lint`, or the plan as rendered by `gantry plan`.
+//! the plan as rendered by `gantry plan` (when there are no errors), followed by each job's
+//! variables as the job sees them (`vars`, expanded; CI_* left out) and the resolved settings
+//! of each job (`settings`: image, services, cache, artifacts, retry, timeout, environment,
+//! trigger, …), then the diagnostics as rendered by `gantry lint`.
 //!
 //! Case format:
 //! ```text
@@ -12,11 +15,17 @@
 //! changed: path/a.txt     (repeatable; absent means "unknown")
 //! mr_target: main
 //! protected: true
+//! message: Title\n\nBody   (the commit message; `\n` for line breaks)
+//! default_branch: main
 //! #### file: .gitlab-ci.yml
 //! …
 //! #### file: ci/other.yml
 //! …
+//! #### file: group/project:path/file.yml      (a file of another project, for include:project)
+//! #### file: https://example.com/ci.yml       (a remote file, for include:remote)
 //! ```
+//! Every other file name is a file of the repository (for `include:local`, wildcards and
+//! `rules:exists`).
 //! Review new or changed snapshots with `cargo insta review` (or `INSTA_UPDATE=always` then
 //! `git diff`), checking each one against GitLab's documented behaviour.
 
