@@ -65,6 +65,9 @@ impl Diagnostic {
     }
 }
 
+/// How many warnings of one code [`Diagnostics::render`] shows before it counts the rest.
+pub const WARNINGS_SHOWN_PER_CODE: usize = 5;
+
 /// An ordered collection of diagnostics.
 #[derive(Debug, Clone, Default)]
 pub struct Diagnostics {
@@ -172,11 +175,34 @@ impl Diagnostics {
     ///    |           ^^^^^
     ///    = help: did you mean 'build'?
     /// ```
+    ///
+    /// Errors are all shown. A warning repeated more than [`WARNINGS_SHOWN_PER_CODE`] times
+    /// (one per job of a generated pipeline, say) is shown that many times, then counted.
     pub fn render(&self, sources: &SourceMap) -> String {
         let mut out = String::new();
+        let mut shown: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for d in &self.items {
+            if d.severity == Severity::Warning {
+                let n = shown.entry(d.code).or_default();
+                *n += 1;
+                if *n > WARNINGS_SHOWN_PER_CODE {
+                    continue;
+                }
+            }
             render_one(&mut out, d, sources);
             out.push('\n');
+        }
+        let mut hidden: Vec<(&str, usize)> = shown
+            .into_iter()
+            .filter(|(_, n)| *n > WARNINGS_SHOWN_PER_CODE)
+            .map(|(c, n)| (c, n - WARNINGS_SHOWN_PER_CODE))
+            .collect();
+        hidden.sort();
+        for (code, n) in hidden {
+            let _ = writeln!(
+                out,
+                "warning[{code}]: … and {n} more like it (`--format json` lists them all)\n"
+            );
         }
         out
     }

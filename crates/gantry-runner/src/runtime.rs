@@ -17,7 +17,7 @@ use crate::status::{
 };
 use crate::workspace;
 use gantry_pipeline::model::When;
-use gantry_pipeline::plan::{Plan, PlannedJob};
+use gantry_pipeline::plan::{After, Plan, PlannedJob};
 use gantry_pipeline::trigger::Trigger;
 use gantry_pipeline::vars::{self, JobContext, Layer, Var, VarSet};
 use std::collections::{HashMap, HashSet};
@@ -113,28 +113,22 @@ pub async fn run(
         let mut progressed = true;
         while progressed {
             progressed = false;
+            let stages = StageSummary::new(plan, &state);
             for i in 0..n {
                 if state[i] != JobState::Created {
                     continue;
                 }
                 let job = &plan.jobs[i];
-                if !job.depends_on.iter().all(|&d| state[d].is_terminal()) {
+                let outcome = match &job.after {
+                    After::EarlierStages => stages.before(job.stage_index),
+                    After::Jobs(list) => {
+                        Upstream::of(list.iter().map(|&d| (&state[d], &plan.jobs[d].name)))
+                    }
+                };
+                if !outcome.done {
                     continue;
                 }
-                let deps: Vec<&JobState> = job.depends_on.iter().map(|&d| &state[d]).collect();
-                let failed = deps.iter().any(|s| {
-                    matches!(
-                        s,
-                        JobState::Failed { allowed: false, .. }
-                            | JobState::Skipped(SkipReason::UpstreamFailed)
-                            | JobState::Canceled
-                    )
-                });
-                let waiting_for = job.depends_on.iter().find_map(|&d| match &state[d] {
-                    JobState::Manual { blocking: true } => Some(plan.jobs[d].name.clone()),
-                    JobState::Skipped(SkipReason::WaitingForManual(m)) => Some(m.clone()),
-                    _ => None,
-                });
+                let (failed, waiting_for) = (outcome.failed, outcome.waiting_for);
                 let decided = match job.when {
                     When::Always => None,
                     When::OnFailure if failed => None,
@@ -199,6 +193,7 @@ pub async fn run(
                     elapsed: Duration::ZERO,
                 });
                 let ctx = JobRun {
+                    artifact_sources: plan.artifact_sources(i),
                     plan_job: job.clone(),
                     trigger: trigger.clone(),
                     executor: executor.clone(),
@@ -262,8 +257,98 @@ pub async fn run(
     }
 }
 
+/// What the jobs a job waits for came to.
+#[derive(Debug, Clone, Default)]
+struct Upstream {
+    /// All of them are done.
+    done: bool,
+    /// One failed (not allowed to), was canceled, or was skipped because of a failure.
+    failed: bool,
+    /// A blocking manual job among them (or further up) was not played.
+    waiting_for: Option<String>,
+}
+
+impl Upstream {
+    fn of<'a>(jobs: impl Iterator<Item = (&'a JobState, &'a String)>) -> Upstream {
+        let mut u = Upstream {
+            done: true,
+            ..Upstream::default()
+        };
+        for (s, name) in jobs {
+            u.add(s, name);
+        }
+        u
+    }
+
+    fn add(&mut self, s: &JobState, name: &str) {
+        self.done &= s.is_terminal();
+        self.failed |= matches!(
+            s,
+            JobState::Failed { allowed: false, .. }
+                | JobState::Skipped(SkipReason::UpstreamFailed)
+                | JobState::Canceled
+        );
+        if self.waiting_for.is_none() {
+            self.waiting_for = match s {
+                JobState::Manual { blocking: true } => Some(name.to_string()),
+                JobState::Skipped(SkipReason::WaitingForManual(m)) => Some(m.clone()),
+                _ => None,
+            };
+        }
+    }
+}
+
+/// For stage order: what the jobs of all stages before each stage came to, computed in one
+/// pass over the jobs (so deciding N jobs stays linear per pass, not quadratic).
+struct StageSummary {
+    /// `before[k]`: the jobs of stages `< k`.
+    before: Vec<Upstream>,
+}
+
+impl StageSummary {
+    fn new(plan: &Plan, state: &[JobState]) -> StageSummary {
+        let stages = plan
+            .jobs
+            .iter()
+            .map(|j| j.stage_index + 1)
+            .max()
+            .unwrap_or(0);
+        let mut per_stage = vec![
+            Upstream {
+                done: true,
+                ..Upstream::default()
+            };
+            stages
+        ];
+        for (j, s) in plan.jobs.iter().zip(state) {
+            per_stage[j.stage_index].add(s, &j.name);
+        }
+        let mut before = Vec::with_capacity(stages + 1);
+        let mut acc = Upstream {
+            done: true,
+            ..Upstream::default()
+        };
+        for st in per_stage {
+            before.push(acc.clone());
+            acc.done &= st.done;
+            acc.failed |= st.failed;
+            if acc.waiting_for.is_none() {
+                acc.waiting_for = st.waiting_for;
+            }
+        }
+        before.push(acc);
+        StageSummary { before }
+    }
+
+    fn before(&self, stage_index: usize) -> Upstream {
+        self.before[stage_index.min(self.before.len() - 1)].clone()
+    }
+}
+
 struct JobRun {
     plan_job: PlannedJob,
+    /// Jobs whose artifacts this one receives.
+    artifact_sources: Vec<String>,
     trigger: Trigger,
     executor: Arc<dyn Executor>,
     opts: Options,
@@ -434,7 +519,7 @@ impl JobRun {
         let mut dotenv: Vec<(String, String)> = Vec::new();
         {
             let stored = self.shared.artifacts.lock().expect("artifacts").clone();
-            for from in &job.artifacts_from {
+            for from in &self.artifact_sources {
                 if let Some(s) = stored.get(from) {
                     if let Err(e) = artifacts::restore(s, &ws) {
                         return sys_fail(format!("restoring artifacts of '{from}': {e:#}"), &log);

@@ -83,11 +83,10 @@ pub struct PlannedJob {
     /// `None`: the job waits for all jobs of earlier stages. `Some`: only for these.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub needs: Option<Vec<PlannedNeed>>,
-    /// Indexes (into `Plan::jobs`) of the jobs that must finish first.
-    pub depends_on: Vec<usize>,
-    /// Jobs whose artifacts are restored into this job.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub artifacts_from: Vec<String>,
+    /// What must finish before the job starts.
+    pub after: After,
+    /// Whose artifacts are restored into the job.
+    pub artifacts_from: ArtifactsFrom,
     /// `CI_NODE_INDEX` / `CI_NODE_TOTAL` for `parallel` jobs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<(u32, u32)>,
@@ -99,6 +98,30 @@ pub struct PlannedJob {
     /// The job's resolved settings.
     #[serde(skip)]
     pub job: Job,
+}
+
+/// What must finish before a job starts.
+///
+/// Stage order is kept as one rule rather than a list per job: a job of stage *k* waits for
+/// every job of the stages before it, and listing them all would make a plan quadratic in the
+/// number of jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum After {
+    /// Every job of the earlier stages (no `needs`).
+    EarlierStages,
+    /// Exactly these jobs (indexes into `Plan::jobs`), from `needs`.
+    Jobs(Vec<usize>),
+}
+
+/// Whose artifacts a job receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactsFrom {
+    /// Every job it waits for (no `dependencies`, and every need has `artifacts: true`).
+    All,
+    /// Only these jobs (by instance name).
+    Jobs(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -126,6 +149,31 @@ impl Plan {
         out
     }
 
+    /// Indexes of the jobs job `i` waits for.
+    pub fn dependencies(&self, i: usize) -> Vec<usize> {
+        match &self.jobs[i].after {
+            After::Jobs(list) => list.clone(),
+            After::EarlierStages => {
+                let k = self.jobs[i].stage_index;
+                (0..self.jobs.len())
+                    .filter(|&j| self.jobs[j].stage_index < k)
+                    .collect()
+            }
+        }
+    }
+
+    /// Names of the jobs whose artifacts job `i` receives.
+    pub fn artifact_sources(&self, i: usize) -> Vec<String> {
+        match &self.jobs[i].artifacts_from {
+            ArtifactsFrom::Jobs(list) => list.clone(),
+            ArtifactsFrom::All => self
+                .dependencies(i)
+                .into_iter()
+                .map(|j| self.jobs[j].name.clone())
+                .collect(),
+        }
+    }
+
     pub fn job(&self, name: &str) -> Option<&PlannedJob> {
         self.jobs.iter().find(|j| j.name == name)
     }
@@ -144,7 +192,7 @@ impl Plan {
             if std::mem::replace(&mut keep[i], true) {
                 continue;
             }
-            stack.extend(self.jobs[i].depends_on.iter().copied());
+            stack.extend(self.dependencies(i));
         }
         keep.iter()
             .enumerate()
@@ -326,8 +374,8 @@ pub fn compile(p: &Pipeline, trigger: &Trigger, diags: &mut Diagnostics) -> Plan
                                 })
                                 .collect()
                         }),
-                        depends_on: Vec::new(),
-                        artifacts_from: Vec::new(),
+                        after: After::EarlierStages,
+                        artifacts_from: ArtifactsFrom::All,
                         node: inst.node,
                         variables: jv,
                         reason,
@@ -370,7 +418,7 @@ pub fn compile(p: &Pipeline, trigger: &Trigger, diags: &mut Diagnostics) -> Plan
     plan
 }
 
-/// Resolves `needs` to instances, builds `depends_on` and `artifacts_from`.
+/// Resolves `needs` to instances, sets `after` and `artifacts_from`.
 fn link(p: &Pipeline, plan: &mut Plan, diags: &mut Diagnostics) {
     // Instance indexes by base job name.
     let mut by_base: IndexMap<String, Vec<usize>> = IndexMap::new();
@@ -424,20 +472,25 @@ fn link(p: &Pipeline, plan: &mut Plan, diags: &mut Diagnostics) {
                 }
             }
             None => {
-                for (t, other) in plan.jobs.iter().enumerate() {
-                    if other.stage_index < job.stage_index {
-                        deps.push(t);
-                    }
-                }
-                artifacts_from = match &job.job.dependencies {
-                    Some(list) => plan
-                        .jobs
-                        .iter()
-                        .filter(|o| list.contains(&o.job.name) && o.stage_index < job.stage_index)
-                        .map(|o| o.name.clone())
-                        .collect(),
-                    None => deps.iter().map(|&t| plan.jobs[t].name.clone()).collect(),
+                let (after, from) = match &job.job.dependencies {
+                    Some(list) => (
+                        After::EarlierStages,
+                        ArtifactsFrom::Jobs(
+                            plan.jobs
+                                .iter()
+                                .filter(|o| {
+                                    list.contains(&o.job.name) && o.stage_index < job.stage_index
+                                })
+                                .map(|o| o.name.clone())
+                                .collect(),
+                        ),
+                    ),
+                    None => (After::EarlierStages, ArtifactsFrom::All),
                 };
+                let job = &mut plan.jobs[i];
+                job.after = after;
+                job.artifacts_from = from;
+                continue;
             }
         }
         if job.needs.is_some()
@@ -450,9 +503,14 @@ fn link(p: &Pipeline, plan: &mut Plan, diags: &mut Diagnostics) {
         }
         deps.sort_unstable();
         deps.dedup();
+        let all = deps.len() == artifacts_from.len();
         let job = &mut plan.jobs[i];
-        job.depends_on = deps;
-        job.artifacts_from = artifacts_from;
+        job.after = After::Jobs(deps);
+        job.artifacts_from = if all {
+            ArtifactsFrom::All
+        } else {
+            ArtifactsFrom::Jobs(artifacts_from)
+        };
     }
 }
 
@@ -595,18 +653,41 @@ pub fn render(plan: &Plan) -> String {
                 }
                 None => {}
             }
-            let after: Vec<&str> = j
-                .depends_on
-                .iter()
-                .map(|&i| plan.jobs[i].name.as_str())
-                .collect();
-            if !after.is_empty() {
-                let _ = writeln!(out, "      after: {}", after.join(", "));
+            let waits = match &j.after {
+                After::Jobs(list) => list
+                    .iter()
+                    .map(|&i| plan.jobs[i].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                After::EarlierStages => {
+                    let earlier: Vec<&str> = plan
+                        .stages
+                        .iter()
+                        .filter(|s| {
+                            plan.jobs
+                                .iter()
+                                .any(|o| &o.stage == *s && o.stage_index < j.stage_index)
+                        })
+                        .map(String::as_str)
+                        .collect();
+                    if earlier.is_empty() {
+                        String::new()
+                    } else {
+                        format!("stages {}", earlier.join(", "))
+                    }
+                }
+            };
+            if !waits.is_empty() {
+                let _ = writeln!(out, "      after: {waits}");
             }
-            if j.artifacts_from.is_empty() && !after.is_empty() {
-                let _ = writeln!(out, "      artifacts from: none");
-            } else if !j.artifacts_from.is_empty() && j.artifacts_from.len() != after.len() {
-                let _ = writeln!(out, "      artifacts from: {}", j.artifacts_from.join(", "));
+            match &j.artifacts_from {
+                ArtifactsFrom::Jobs(list) if list.is_empty() && !waits.is_empty() => {
+                    let _ = writeln!(out, "      artifacts from: none");
+                }
+                ArtifactsFrom::Jobs(list) if !list.is_empty() => {
+                    let _ = writeln!(out, "      artifacts from: {}", list.join(", "));
+                }
+                _ => {}
             }
             let _ = writeln!(out, "      why: {}", j.reason);
         }
