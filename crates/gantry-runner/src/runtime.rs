@@ -78,6 +78,8 @@ pub struct RunReport {
 
 struct Shared {
     artifacts: Mutex<HashMap<String, Stored>>,
+    /// The project's files, taken once for the whole run.
+    snapshot: Result<workspace::Snapshot, String>,
 }
 
 /// Runs the plan with `executor` until every job is done, or `cancel` fires.
@@ -101,8 +103,13 @@ pub async fn run(
             }
         }
     }
+    let snapshot = opts
+        .source
+        .snapshot(&opts.run_dir.join("source"))
+        .map_err(|e| format!("{e:#}"));
     let shared = Arc::new(Shared {
         artifacts: Mutex::new(HashMap::new()),
+        snapshot,
     });
     let mut running: JoinSet<(usize, JobResult)> = JoinSet::new();
     let mut groups_busy: HashSet<String> = HashSet::new();
@@ -512,10 +519,14 @@ impl JobRun {
                 &log,
             );
         }
-        if let Err(e) = self.opts.source.checkout(&ws) {
+        let snapshot = match self.shared.snapshot.as_ref() {
+            Ok(s) => s,
+            Err(e) => return sys_fail(format!("reading the project's files: {e}"), &log),
+        };
+        if let Err(e) = snapshot.checkout(&ws) {
             return sys_fail(format!("preparing the workspace: {e:#}"), &log);
         }
-        let checkout = crate::fsutil::list_files(&ws);
+        let checkout = &snapshot.files;
         let mut dotenv: Vec<(String, String)> = Vec::new();
         {
             let stored = self.shared.artifacts.lock().expect("artifacts").clone();
@@ -678,7 +689,7 @@ impl JobRun {
                 success,
                 &self.opts.cache_dir,
                 &ws,
-                &checkout,
+                checkout,
                 &lookup,
             ) {
                 Ok(Some(n)) => log.info(&format!("Saved cache {key} ({n} files)")),
@@ -690,7 +701,7 @@ impl JobRun {
         if let Some(a) = &job.job.artifacts
             && artifacts::wanted(a, success)
         {
-            match artifacts::collect(&ws, a, &checkout, &dir.join("artifacts"), &lookup) {
+            match artifacts::collect(&ws, a, checkout, &dir.join("artifacts"), &lookup) {
                 Ok(stored) => {
                     log.info(&format!("Uploaded artifacts: {} files", stored.files.len()));
                     junit = stored.junit;

@@ -4,14 +4,34 @@
 //! `dirty` it sees the working tree as it is, tracked and untracked-but-not-ignored files
 //! alike. Outside git the directory is copied whole (without `.git`, `target` and
 //! `node_modules`).
+//!
+//! The tree is taken once per run ([`Source::snapshot`]) and each job's workspace is a copy
+//! of that [`Snapshot`]: every job of a run sees the same files, even if the working tree
+//! changes meanwhile, and no job pays for `git` again.
 
-use crate::fsutil::{copy_file, walk_files};
-
-/// Folders a copy of a tree outside git leaves out.
-pub const SKIPPED_DIRS: &[&str] = &[".git", "target", "node_modules", ".gantry-cache"];
+use crate::fsutil::{copy_file, copy_paths, list_files, walk_files};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Folders a copy of a tree outside git leaves out.
+pub const SKIPPED_DIRS: &[&str] = &[".git", "target", "node_modules", ".gantry-cache"];
+
+/// The project's files as one run sees them.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub dir: PathBuf,
+    /// Relative paths of every file, sorted.
+    pub files: Vec<PathBuf>,
+}
+
+impl Snapshot {
+    /// Fills a job's empty workspace with the snapshot's files.
+    pub fn checkout(&self, dest: &Path) -> Result<()> {
+        std::fs::create_dir_all(dest)?;
+        copy_paths(&self.dir, dest, &self.files)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -35,8 +55,17 @@ impl Source {
         }
     }
 
+    /// Takes the project's files into `dest` once, for every job of a run.
+    pub fn snapshot(&self, dest: &Path) -> Result<Snapshot> {
+        self.checkout(dest)?;
+        Ok(Snapshot {
+            dir: dest.to_path_buf(),
+            files: list_files(dest),
+        })
+    }
+
     /// Fills the empty directory `dest` with the project's files.
-    pub fn checkout(&self, dest: &Path) -> Result<()> {
+    fn checkout(&self, dest: &Path) -> Result<()> {
         std::fs::create_dir_all(dest)?;
         if self.is_git && !self.dirty {
             let has_head = Command::new("git")

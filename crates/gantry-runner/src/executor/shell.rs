@@ -1,7 +1,7 @@
 //! The shell executor: runs the job on this host, in its workspace, in a process group of its
 //! own so that cleanup can end everything the script started.
 
-use super::{ExecError, Executor, JobSpec, Prepared, SHELL_DETECT, Step};
+use super::{ExecError, Executor, JobSpec, Prepared, Step};
 use crate::log::LogSink;
 use async_trait::async_trait;
 use std::process::Stdio;
@@ -58,8 +58,8 @@ impl Prepared for ShellJob {
         tokio::fs::write(&path, script)
             .await
             .map_err(|e| ExecError::System(format!("writing {}: {e}", path.display())))?;
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(SHELL_DETECT).arg("sh").arg(&path);
+        let mut cmd = Command::new(host_shell());
+        cmd.arg(&path);
         cmd.current_dir(&self.spec.workspace);
         cmd.envs(self.spec.env.iter().map(|(k, v)| (k, v)));
         cmd.envs(extra_env.iter().map(|(k, v)| (k, v)));
@@ -120,14 +120,21 @@ impl Prepared for ShellJob {
     }
 }
 
+/// bash when the host has it (for `pipefail` and the scripts people write), else sh; the same
+/// choice the Docker executor makes inside containers, looked up once.
+fn host_shell() -> &'static str {
+    static SHELL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    SHELL.get_or_init(|| {
+        ["/usr/local/bin/bash", "/usr/bin/bash", "/bin/bash"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).is_file())
+            .unwrap_or("sh")
+    })
+}
+
 /// Sends SIGKILL to a whole process group (a no-op when it is gone).
 pub(crate) async fn kill_group(pgid: u32) {
-    let _ = Command::new("kill")
-        .arg("-KILL")
-        .arg("--")
-        .arg(format!("-{pgid}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+    let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
 }
