@@ -1,6 +1,7 @@
 //! The Docker executor: a fresh container per step from the job's `image`, `services` as
-//! sidecars on a network of the job's own (reachable by their aliases), the workspace bind-
-//! mounted at `CI_PROJECT_DIR`, and everything removed at the end whatever happens.
+//! sidecars on a network of the job's own (reachable by their aliases; jobs without services
+//! use the engine's default network), the workspace bind-mounted at `CI_PROJECT_DIR`, and
+//! everything removed at the end whatever happens.
 //!
 //! Pull policy: `never` uses only local images; `if-not-present` (the default for local runs,
 //! so locally built images just work) pulls only when the image is missing; `always` pulls.
@@ -211,6 +212,11 @@ impl Executor for DockerExecutor {
         {
             return Err((e, Some(Box::new(handle))));
         }
+        if job.services.is_empty() {
+            // No sidecars to reach: the job gets the engine's default network, as with
+            // `docker run`, and skips creating and removing a network of its own.
+            return Ok(Box::new(handle));
+        }
         let network = format!("gantry-{}", job.id);
         let req = NetworkCreateRequest {
             name: network.clone(),
@@ -224,7 +230,7 @@ impl Executor for DockerExecutor {
                 Some(Box::new(handle)),
             ));
         }
-        handle.network = Some(network.clone());
+        handle.network = Some(network);
         for (i, svc) in job.services.iter().enumerate() {
             if let Err(e) = self.ensure_image(&svc.name, &svc.pull_policy, log).await {
                 return Err((e, Some(Box::new(handle))));
