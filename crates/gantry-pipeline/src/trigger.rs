@@ -200,6 +200,11 @@ pub struct Trigger {
     /// in which case `changes` rules evaluate to true, as GitLab does for new branches and
     /// for sources without a diff.
     pub changed_files: Option<Vec<String>>,
+    /// Files changed between a ref and this pipeline's commit, for each ref a
+    /// `rules:changes:compare_to` names (see [`crate::model::Pipeline::compare_to_refs`]).
+    /// A `compare_to` ref missing here matches nothing.
+    #[serde(default)]
+    pub changed_since: std::collections::BTreeMap<String, Vec<String>>,
     /// Files present at the commit, for `rules:exists`. `None` means unknown (`exists` is false).
     pub files: Option<Vec<String>>,
 }

@@ -129,6 +129,14 @@ fn parse_case(text: &str) -> Case {
                             let (n, val) = v.split_once('=').expect("var: NAME=VALUE");
                             trigger.variables.push((n.to_string(), val.to_string()));
                         }
+                        "changed_since" => {
+                            let (r, path) = v.split_once('=').expect("changed_since: REF=PATH");
+                            trigger
+                                .changed_since
+                                .entry(r.to_string())
+                                .or_default()
+                                .push(path.to_string());
+                        }
                         "changed" => trigger
                             .changed_files
                             .get_or_insert_with(Vec::new)

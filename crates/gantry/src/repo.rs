@@ -99,6 +99,19 @@ impl Repo {
             .then(|| String::from_utf8_lossy(&o.stdout).trim_end().to_string())
     }
 
+    /// Files changed between `git_ref` and HEAD (`git diff --name-only REF...HEAD`, from
+    /// their merge base, as GitLab compares), relative to the project; `None` when the ref is
+    /// unknown or this is not a git repository.
+    pub fn changed_since(&self, git_ref: &str) -> Option<Vec<String>> {
+        let out = self.git(&[
+            "diff",
+            "--name-only",
+            "--relative",
+            &format!("{git_ref}...HEAD"),
+        ])?;
+        Some(out.lines().map(str::to_string).collect())
+    }
+
     /// Every file in the working tree (tracked and untracked-but-not-ignored in git).
     pub fn files(&self) -> Vec<String> {
         if let Some(out) = self.git(&["ls-files", "--cached", "--others", "--exclude-standard"]) {

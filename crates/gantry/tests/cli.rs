@@ -219,3 +219,24 @@ fn remote_includes_with_timeout_and_size_limit() {
     assert!(err.contains("missing.yml' does not exist"), "{err}");
     assert!(!err.contains("ok.yml"), "the good include is read: {err}");
 }
+
+#[test]
+fn compare_to_diffs_against_the_named_ref() {
+    let p = Project::new(
+        "docker:\n  script: x\n  rules:\n    - changes:\n        paths: [Dockerfile]\n        compare_to: refs/heads/main\nnever:\n  script: x\n  rules:\n    - changes:\n        paths: [Dockerfile]\n        compare_to: refs/heads/missing\n",
+    );
+    common::git(p.path(), &["checkout", "-q", "-b", "feature"]);
+    p.write("README.md", "docs\n");
+    p.commit("docs only");
+    let r = p.gantry(&["plan"]);
+    assert!(r.stdout.contains("docker: no rule matched"), "{}", r.all());
+    assert!(
+        r.stderr.contains("compare_to names 'refs/heads/missing'"),
+        "{}",
+        r.stderr
+    );
+    p.write("Dockerfile", "FROM scratch\n");
+    p.commit("add a Dockerfile");
+    let r = p.gantry(&["plan"]);
+    assert!(r.stdout.contains("  docker\n"), "{}", r.all());
+}

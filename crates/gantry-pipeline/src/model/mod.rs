@@ -29,6 +29,23 @@ pub struct Pipeline {
     pub jobs: IndexMap<String, Job>,
 }
 
+impl Pipeline {
+    /// Every ref that `rules:changes:compare_to` names (as written; variables unexpanded), so
+    /// that callers can compute [`crate::trigger::Trigger::changed_since`] for them.
+    pub fn compare_to_refs(&self) -> Vec<String> {
+        let mut refs: Vec<String> = self
+            .jobs
+            .values()
+            .flat_map(|j| j.rules.iter().flatten())
+            .chain(self.workflow.rules.iter().flatten())
+            .filter_map(|r| r.changes.as_ref()?.compare_to.clone())
+            .collect();
+        refs.sort();
+        refs.dedup();
+        refs
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Variable {
     pub name: String,

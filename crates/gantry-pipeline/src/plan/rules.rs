@@ -115,9 +115,17 @@ fn expand_patterns(patterns: &[String], lookup: Lookup<'_>) -> Vec<String> {
 }
 
 fn changes_match(ch: &Changes, lookup: Lookup<'_>, trigger: &Trigger) -> bool {
-    let Some(files) = &trigger.changed_files else {
-        // Unknown diff (new branch, schedule, web, api …): GitLab evaluates `changes` as true.
-        return true;
+    let files = match &ch.compare_to {
+        // A diff against the named ref, computed by the caller.
+        Some(r) => match trigger.changed_since.get(&vars::expand(r, lookup)) {
+            Some(files) => files,
+            None => return false,
+        },
+        None => match &trigger.changed_files {
+            Some(files) => files,
+            // Unknown diff (new branch, schedule, web, api …): GitLab evaluates `changes` as true.
+            None => return true,
+        },
     };
     // Paths are compared as written ("do not use `./`").
     expand_patterns(&ch.paths, lookup)

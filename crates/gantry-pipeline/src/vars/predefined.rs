@@ -1128,6 +1128,7 @@ mod tests {
             pipeline_iid: 17,
             variables: Vec::new(),
             changed_files: None,
+            changed_since: Default::default(),
             files: None,
         }
     }

@@ -114,7 +114,21 @@ pub fn load_and_plan(
         eprintln!("{} error(s): nothing was planned", diags.error_count());
         return Ok(Err(ExitCode::from(1)));
     };
-    let plan = plan::compile(&pipeline, trigger, &mut diags);
+    // `rules:changes:compare_to`: the diff between each named ref and HEAD, from git.
+    let mut trigger = trigger.clone();
+    let repo = source.repo();
+    for r in pipeline.compare_to_refs() {
+        let r = gantry_pipeline::vars::expand(&r, &lookup);
+        match repo.changed_since(&r) {
+            Some(files) => {
+                trigger.changed_since.insert(r, files);
+            }
+            None => eprintln!(
+                "warning: rules:changes:compare_to names '{r}', which this repository does not have: those rules match nothing"
+            ),
+        }
+    }
+    let plan = plan::compile(&pipeline, &trigger, &mut diags);
     if diags.has_errors() {
         eprint!("{}", diags.render(&loaded.sources));
         return Ok(Err(ExitCode::from(1)));
