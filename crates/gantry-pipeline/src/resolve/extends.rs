@@ -22,16 +22,41 @@ pub(super) fn resolve_all(map: &mut Map, diags: &mut Diagnostics) {
         return;
     }
     let mut done: HashMap<String, Resolved> = HashMap::new();
-    for name in &names {
-        let mut chain = Vec::new();
-        resolve_one(map, name, &mut chain, &mut done, diags);
-    }
-    for name in names {
-        if let Some((Some(node), _)) = done.remove(&name)
-            && let Some(slot) = map.get_mut(&name)
-        {
-            *slot = node;
+    {
+        let jobs = Jobs {
+            by_name: map
+                .entries
+                .iter()
+                .map(|e| (e.key.as_str(), &e.value))
+                .collect(),
+            map,
+        };
+        for name in &names {
+            let mut chain = Vec::new();
+            resolve_one(&jobs, name, &mut chain, &mut done, diags);
         }
+    }
+    for e in &mut map.entries {
+        if let Some((Some(node), _)) = done.remove(&e.key) {
+            e.value = node;
+        }
+    }
+}
+
+/// The top-level map with an index by name: pipelines have thousands of jobs, and each
+/// `extends` looks up its parents.
+struct Jobs<'a> {
+    by_name: HashMap<&'a str, &'a Node>,
+    map: &'a Map,
+}
+
+impl<'a> Jobs<'a> {
+    fn get(&self, name: &str) -> Option<&'a Node> {
+        self.by_name.get(name).copied()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &'a str> {
+        self.map.keys()
     }
 }
 
@@ -40,7 +65,7 @@ type Resolved = (Option<Node>, usize);
 
 /// Returns the fully merged node for `name` and its depth, or `None` when it cannot be resolved.
 fn resolve_one(
-    map: &Map,
+    map: &Jobs<'_>,
     name: &str,
     chain: &mut Vec<String>,
     done: &mut HashMap<String, Resolved>,

@@ -7,6 +7,7 @@ use super::{VarLookup, header_and_body};
 use crate::diag::{Diagnostics, did_you_mean};
 use crate::source::{FileId, SourceMap, Span};
 use crate::yaml::{self, Map, Node, Value};
+use std::collections::HashMap;
 
 /// At most this many files may be included, as in GitLab.
 pub const MAX_INCLUDES: usize = 150;
@@ -691,8 +692,21 @@ pub(crate) fn deep_merge(base: &mut Node, over: Node) {
 }
 
 pub(crate) fn merge_maps(base: &mut Map, over: Map) {
+    // Top-level maps of large pipelines hold thousands of jobs: index them instead of
+    // scanning the base for every key merged in.
+    let mut index: Option<HashMap<String, usize>> = (base.entries.len() > 32).then(|| {
+        base.entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.key.clone(), i))
+            .collect()
+    });
     for e in over.entries {
-        match base.entries.iter_mut().find(|b| b.key == e.key) {
+        let found = match &index {
+            Some(ix) => ix.get(&e.key).copied(),
+            None => base.entries.iter().position(|b| b.key == e.key),
+        };
+        match found.map(|i| &mut base.entries[i]) {
             Some(b)
                 if b.value.as_map().is_some()
                     && e.value.as_map().is_some()
@@ -704,7 +718,12 @@ pub(crate) fn merge_maps(base: &mut Map, over: Map) {
                 b.value = e.value;
                 b.key_span = e.key_span;
             }
-            None => base.entries.push(e),
+            None => {
+                if let Some(ix) = &mut index {
+                    ix.insert(e.key.clone(), base.entries.len());
+                }
+                base.entries.push(e);
+            }
         }
     }
 }
