@@ -133,6 +133,11 @@ fn split_image(name: &str) -> (&str, &str) {
     }
 }
 
+/// `NAME=value` strings for the Engine API, later entries winning.
+fn env_list<'a>(pairs: impl Iterator<Item = &'a (String, String)>) -> Vec<String> {
+    pairs.map(|(k, v)| format!("{k}={v}")).collect()
+}
+
 /// A removal that finds nothing to remove has done its job.
 fn ok_if_gone(r: Result<(), BollardError>) -> Result<(), BollardError> {
     match r {
@@ -284,17 +289,12 @@ impl DockerJob {
         let name = format!("gantry-{}-svc-{index}", self.spec.id);
         let mut aliases = default_aliases(&svc.name);
         aliases.extend(svc.aliases.iter().cloned());
-        let mut env: Vec<String> = self
-            .spec
-            .env
+        let service_vars: Vec<(String, String)> = svc
+            .variables
             .iter()
-            .map(|(k, v)| format!("{k}={v}"))
+            .map(|v| (v.name.clone(), v.value.clone()))
             .collect();
-        env.extend(
-            svc.variables
-                .iter()
-                .map(|v| format!("{}={}", v.name, v.value)),
-        );
+        let env = env_list(self.spec.env.iter().chain(&service_vars));
         let body = ContainerCreateBody {
             image: Some(svc.name.clone()),
             entrypoint: svc.entrypoint.clone(),
@@ -349,20 +349,9 @@ impl Prepared for DockerJob {
         extra_env: &[(String, String)],
         log: &LogSink,
     ) -> Result<i32, ExecError> {
+        self.spec.write_script(step, script).await?;
         let scripts = &self.spec.scratch;
-        tokio::fs::create_dir_all(scripts)
-            .await
-            .map_err(|e| ExecError::System(format!("creating {}: {e}", scripts.display())))?;
-        tokio::fs::write(scripts.join(step.file_name()), script)
-            .await
-            .map_err(|e| ExecError::System(format!("writing the script: {e}")))?;
-        let mut env: Vec<String> = self
-            .spec
-            .env
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        env.extend(extra_env.iter().map(|(k, v)| format!("{k}={v}")));
+        let env = env_list(self.spec.env.iter().chain(extra_env));
         let binds = vec![
             format!(
                 "{}:{}",

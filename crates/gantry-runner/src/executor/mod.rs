@@ -65,6 +65,20 @@ pub struct JobSpec {
     pub labels: Vec<(String, String)>,
 }
 
+impl JobSpec {
+    /// Writes a step's script into the scratch directory and returns its path.
+    pub async fn write_script(&self, step: Step, script: &str) -> Result<PathBuf, ExecError> {
+        let path = self.scratch.join(step.file_name());
+        tokio::fs::create_dir_all(&self.scratch)
+            .await
+            .map_err(|e| ExecError::System(format!("creating {}: {e}", self.scratch.display())))?;
+        tokio::fs::write(&path, script)
+            .await
+            .map_err(|e| ExecError::System(format!("writing {}: {e}", path.display())))?;
+        Ok(path)
+    }
+}
+
 /// Why an attempt failed before or outside the script: these are `runner_system_failure`.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {

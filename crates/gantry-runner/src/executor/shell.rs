@@ -49,15 +49,7 @@ impl Prepared for ShellJob {
         extra_env: &[(String, String)],
         log: &LogSink,
     ) -> Result<i32, ExecError> {
-        let path = self.spec.scratch.join(step.file_name());
-        tokio::fs::create_dir_all(&self.spec.scratch)
-            .await
-            .map_err(|e| {
-                ExecError::System(format!("creating {}: {e}", self.spec.scratch.display()))
-            })?;
-        tokio::fs::write(&path, script)
-            .await
-            .map_err(|e| ExecError::System(format!("writing {}: {e}", path.display())))?;
+        let path = self.spec.write_script(step, script).await?;
         let mut cmd = Command::new(host_shell());
         cmd.arg(&path);
         cmd.current_dir(&self.spec.workspace);
