@@ -512,3 +512,20 @@ fn the_example_project_runs() {
     assert!(out.contains("Tests: 3 passed, 0 failed"), "{out}");
     assert!(out.contains("Pipeline passed"), "{out}");
 }
+
+#[test]
+fn local_variables_file_sets_and_masks() {
+    let p = Project::new("job:\n  script:\n    - echo \"plain=$GREETING token=$DEPLOY_TOKEN\"\n");
+    p.write(
+        ".gantry/variables",
+        "GREETING: hello\nDEPLOY_TOKEN:\n  value: v3ry-s3cret-t0ken\n  masked: true\n",
+    );
+    let r = p.gantry(&["run", "--executor", "shell"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("plain=hello token=[MASKED]"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("v3ry-s3cret-t0ken"), "{}", r.stdout);
+}
