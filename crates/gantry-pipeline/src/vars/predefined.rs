@@ -944,23 +944,7 @@ fn merge_request_variables(
 fn json_string_array(items: &[String]) -> String {
     let quoted: Vec<String> = items
         .iter()
-        .map(|s| {
-            let mut q = String::with_capacity(s.len() + 2);
-            q.push('"');
-            for c in s.chars() {
-                match c {
-                    '"' => q.push_str("\\\""),
-                    '\\' => q.push_str("\\\\"),
-                    '\n' => q.push_str("\\n"),
-                    '\r' => q.push_str("\\r"),
-                    '\t' => q.push_str("\\t"),
-                    c if u32::from(c) < 0x20 => q.push_str(&format!("\\u{:04x}", u32::from(c))),
-                    c => q.push(c),
-                }
-            }
-            q.push('"');
-            q
-        })
+        .map(|s| serde_json::Value::from(s.as_str()).to_string())
         .collect();
     format!("[{}]", quoted.join(", "))
 }

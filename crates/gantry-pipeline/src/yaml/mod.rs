@@ -448,22 +448,9 @@ fn needs_quotes(s: &str) -> bool {
         || s.contains(['\n', '\t', '\r'])
 }
 
+/// A YAML double-quoted scalar: JSON's string syntax is a subset of it.
 fn quote(s: &str) -> String {
-    let mut q = String::with_capacity(s.len() + 2);
-    q.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => q.push_str("\\\""),
-            '\\' => q.push_str("\\\\"),
-            '\n' => q.push_str("\\n"),
-            '\t' => q.push_str("\\t"),
-            '\r' => q.push_str("\\r"),
-            c if c.is_control() => q.push_str(&format!("\\u{:04x}", c as u32)),
-            c => q.push(c),
-        }
-    }
-    q.push('"');
-    q
+    serde_json::Value::from(s).to_string()
 }
 
 fn scalar_text(s: &str, style: Style) -> String {
