@@ -13,7 +13,7 @@ pub use build::build;
 use crate::expr::Expr;
 use crate::source::Span;
 use indexmap::IndexMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// GitLab's default stages.
 pub const DEFAULT_STAGES: &[&str] = &[".pre", "build", "test", "deploy", ".post"];
@@ -46,13 +46,13 @@ impl Pipeline {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Variable {
     pub name: String,
     pub value: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
     /// `expand: false` keeps `$` references literal.
     pub expand: bool,
@@ -78,7 +78,7 @@ pub struct AutoCancel {
     pub on_job_failure: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum When {
     #[default]
@@ -185,7 +185,8 @@ pub struct Need {
     pub span: Span,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct Image {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -198,7 +199,8 @@ pub struct Image {
     pub platform: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct Service {
     pub name: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -213,7 +215,7 @@ pub struct Service {
     pub pull_policy: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum AllowFailure {
     Bool(bool),
@@ -231,7 +233,8 @@ impl AllowFailure {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct Artifacts {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -251,7 +254,7 @@ pub struct Artifacts {
     pub reports: IndexMap<String, Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ArtifactsWhen {
     #[default]
@@ -260,7 +263,8 @@ pub enum ArtifactsWhen {
     Always,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct Cache {
     pub key: CacheKey,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -273,7 +277,7 @@ pub struct Cache {
     pub unprotect: bool,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum CacheKey {
     Literal(String),
@@ -332,17 +336,18 @@ pub fn matrix_job_name(job: &str, combo: &[(String, String)]) -> String {
     format!("{job}: [{}]", values.join(", "))
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Retry {
     pub max: u32,
     /// Failure classes that are retried (`always` when empty and `max > 0`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub when: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exit_codes: Vec<i32>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct Environment {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -20,16 +20,16 @@ use crate::model::{AllowFailure, Job, Parallel, Pipeline, When, duration};
 use crate::trigger::Trigger;
 use crate::vars;
 use indexmap::IndexMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A variable as the plan carries it: not yet expanded (expansion happens in the job, where
 /// the job-only variables exist too).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanVar {
     pub name: String,
     pub value: String,
     /// `false` for `expand: false` variables.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub raw: bool,
 }
 

@@ -1,0 +1,161 @@
+//! The documents of the REST API under `/api/v1`. Times are milliseconds since the Unix
+//! epoch; ids are positive integers.
+
+use crate::{FailureReason, JobStatus, PipelineStatus};
+use serde::{Deserialize, Serialize};
+
+/// Every error the API returns: `{"code": "not_found", "message": "…"}` with a fitting status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Stable and machine-readable: `not_found`, `bad_request`, `unauthorized`, `forbidden`,
+    /// `conflict`, `invalid_pipeline`, `storage_full`, `internal`.
+    pub code: String,
+    /// For a person: what went wrong and what to do.
+    pub message: String,
+}
+
+/// One page of a list. Every list endpoint takes `?page=` (from 1) and `?per_page=` (1–100,
+/// default 20) and answers with this.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub page: u32,
+    pub per_page: u32,
+    /// The next page's number, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectCreate {
+    /// `group/name` or `name`: what `include:project` and `CI_PROJECT_PATH` use.
+    pub path: String,
+    /// A local path, `file://`, `http(s)://` or `ssh://` URL.
+    pub git_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_branch: Option<String>,
+    /// Defaults to `.gantry.yml`, then `.gitlab-ci.yml`, whichever the commit has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_file: Option<String>,
+    /// For `http(s)://`: a user name and password or token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// For `ssh://`: a private key (OpenSSH format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Project {
+    pub id: i64,
+    pub path: String,
+    pub git_url: String,
+    pub default_branch: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_file: Option<String>,
+    pub created_at: i64,
+}
+
+/// `POST /api/v1/projects/{id}/pipelines`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineCreate {
+    /// A branch or tag; the project's default branch when absent.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// A commit; the ref's tip (fetched from the project's remote) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
+    #[serde(default)]
+    pub variables: Vec<KeyValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    pub id: i64,
+    pub project_id: i64,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub sha: String,
+    pub status: PipelineStatus,
+    /// `CI_PIPELINE_SOURCE`: push, web, api, schedule, parent_pipeline, …
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_job_id: Option<i64>,
+    /// The pipeline file's problems, rendered with file, line and column, when it could not
+    /// be planned (the pipeline is then `failed` with no jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<String>,
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+    /// Present on `GET /pipelines/{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<Vec<Job>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub name: String,
+    pub stage: String,
+    pub status: JobStatus,
+    /// 1 for the first run; a retry is a new job with the next attempt number.
+    pub attempt: u32,
+    /// A newer attempt of this job exists.
+    pub retried: bool,
+    pub allow_failure: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<FailureReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why a pending job waits, e.g. "no online agent has tags [gpu]".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_reason: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<i64>,
+    /// Who played a manual job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub played_by: Option<String>,
+    pub log_size: u64,
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    pub id: i64,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub run_untagged: bool,
+    pub executor: String,
+    pub concurrency: u32,
+    pub online: bool,
+    /// Jobs it runs now.
+    pub running: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<i64>,
+    pub version: String,
+}
+
+/// `POST /api/v1/jobs/{id}/play` and friends name who acted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
