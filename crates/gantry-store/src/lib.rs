@@ -1,1 +1,14 @@
-//! placeholder
+//! # gantry-store
+//!
+//! Everything the server keeps:
+//! - [`blob`]: the [`blob::BlobStore`] trait (artifacts, caches, finished logs, sources) and
+//!   its file-system implementation, the embedded default.
+//! - [`logs`]: job logs: appended by offset while a job runs (resends are stored once),
+//!   compressed when it ends, read whole or by byte range, followed live.
+//! - [`error`]: [`StoreError`], with a full disk as its own case.
+
+pub mod blob;
+pub mod error;
+pub mod logs;
+
+pub use error::{Result, StoreError};
