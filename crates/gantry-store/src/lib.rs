@@ -1,6 +1,8 @@
 //! # gantry-store
 //!
 //! Everything the server keeps:
+//! - [`db`]: [`db::Db`], SQLite (the embedded default) or PostgreSQL with the same schema and
+//!   queries; every job state change is a conditional update.
 //! - [`blob`]: the [`blob::BlobStore`] trait (artifacts, caches, finished logs, sources) and
 //!   its file-system implementation, the embedded default.
 //! - [`logs`]: job logs: appended by offset while a job runs (resends are stored once),
@@ -8,7 +10,9 @@
 //! - [`error`]: [`StoreError`], with a full disk as its own case.
 
 pub mod blob;
+pub mod db;
 pub mod error;
 pub mod logs;
 
+pub use db::Db;
 pub use error::{Result, StoreError};

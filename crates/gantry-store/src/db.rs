@@ -1,0 +1,1039 @@
+//! The database: SQLite (the embedded default, one file) or PostgreSQL, behind one [`Db`].
+//!
+//! Both go through sqlx's `Any` driver with the same SQL: numbered `$1` parameters (which
+//! SQLite accepts too), `RETURNING id`, integers for times (ms since the epoch) and flags
+//! (0/1). The schemas live in `migrations/sqlite` and `migrations/postgres` with the same
+//! numbering; a test checks that they declare the same tables and columns.
+//!
+//! Every state change of a job is a conditional `UPDATE … WHERE status IN (…)`, so that two
+//! racing events (an agent's result and a cancel, a lease expiry and a late heartbeat) cannot
+//! both win: the caller learns from the returned flag whether its transition happened.
+//!
+//! SQLite runs in WAL mode with `synchronous=NORMAL`: a committed transaction survives a
+//! crash of the process (`kill -9`), which is what the server promises; surviving a power cut
+//! is PostgreSQL's job in real deployments.
+
+use crate::{Result, StoreError};
+use gantry_api::{FailureReason, JobStatus, PipelineStatus};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+use std::borrow::Cow;
+use std::time::Duration;
+
+/// Which engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/sqlite/0001_init.sql"),
+)];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/postgres/0001_init.sql"),
+)];
+
+/// The migrations of a backend: (version, description, SQL).
+pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static str)] {
+    match backend {
+        Backend::Sqlite => SQLITE_MIGRATIONS,
+        Backend::Postgres => POSTGRES_MIGRATIONS,
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Db {
+    /// Opens `url` (`sqlite:///path/to/file.db`, `sqlite::memory:`, `postgres://…`) and brings
+    /// its schema up to date.
+    pub async fn connect(url: &str) -> Result<Db> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::Conflict(format!(
+                "unsupported database URL '{url}': use sqlite:///path/to/gantry.db or postgres://user@host/db"
+            )));
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains('?') && !url.contains(":memory:") => {
+                format!("{url}?mode=rwc")
+            }
+            _ => url.to_string(),
+        };
+        let opts = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = NORMAL",
+                            "PRAGMA busy_timeout = 10000",
+                            "PRAGMA foreign_keys = ON",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            });
+        let pool = opts.connect(&url).await?;
+        let db = Db { pool, backend };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let list: Vec<Migration> = migrations(self.backend)
+            .iter()
+            .map(|(v, d, sql)| {
+                Migration::new(
+                    *v,
+                    Cow::Borrowed(*d),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(*sql),
+                    false,
+                )
+            })
+            .collect();
+        let migrator = Migrator {
+            migrations: Cow::Owned(list),
+            ..Migrator::DEFAULT
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- settings -------------------------------------------------------------------------
+
+    pub async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- projects -------------------------------------------------------------------------
+
+    pub async fn insert_project(&self, p: &NewProject) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO projects (path, git_url, default_branch, pipeline_file, credentials, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(&p.path)
+        .bind(&p.git_url)
+        .bind(&p.default_branch)
+        .bind(p.pipeline_file.as_deref())
+        .bind(p.credentials.as_deref())
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| unique_to_conflict(e, &format!("a project with path '{}' exists", p.path)))?;
+        Ok(row.get::<i64, _>(0))
+    }
+
+    pub async fn set_default_branch(&self, id: i64, branch: &str) -> Result<()> {
+        sqlx::query("UPDATE projects SET default_branch = $1 WHERE id = $2")
+            .bind(branch)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn project(&self, id: i64) -> Result<Option<ProjectRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| ProjectRow::from_row(&r)).transpose()
+    }
+
+    pub async fn project_by_path(&self, path: &str) -> Result<Option<ProjectRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {PROJECT_COLS} FROM projects WHERE path = $1")))
+            .bind(path)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| ProjectRow::from_row(&r)).transpose()
+    }
+
+    pub async fn projects(&self, page: PageReq) -> Result<Vec<ProjectRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PROJECT_COLS} FROM projects ORDER BY id LIMIT $1 OFFSET $2"
+        )))
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(ProjectRow::from_row).collect()
+    }
+
+    // ---- pipelines ------------------------------------------------------------------------
+
+    pub async fn insert_pipeline(&self, p: &NewPipeline) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO pipelines (project_id, git_ref, sha, status, source, parent_job_id, \
+             trigger_json, errors, auto_cancel, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(p.project_id)
+        .bind(&p.git_ref)
+        .bind(&p.sha)
+        .bind(p.status.as_str())
+        .bind(&p.source)
+        .bind(p.parent_job_id)
+        .bind(&p.trigger_json)
+        .bind(p.errors.as_deref())
+        .bind(p.auto_cancel.as_deref())
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get::<i64, _>(0))
+    }
+
+    /// Stores the pipeline's trigger (once its id is known) and its jobs, in one transaction.
+    pub async fn plan_pipeline(
+        &self,
+        id: i64,
+        trigger_json: &str,
+        auto_cancel: Option<&str>,
+        jobs: &[NewJob],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE pipelines SET trigger_json = $1, auto_cancel = $2 WHERE id = $3")
+            .bind(trigger_json)
+            .bind(auto_cancel)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        for j in jobs {
+            insert_job(&mut tx, j).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_pipeline_errors(&self, id: i64, errors: &str) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE pipelines SET errors = $1, status = 'failed', finished_at = $2 WHERE id = $3",
+        )
+        .bind(errors)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Sets a pipeline's status, stamping `started_at` the first time it runs and
+    /// `finished_at` when it finishes (cleared when a retry makes it run again).
+    pub async fn set_pipeline_status(&self, id: i64, status: PipelineStatus) -> Result<bool> {
+        let now = now_ms();
+        let finished = status.is_finished();
+        let running = matches!(status, PipelineStatus::Running);
+        let r = sqlx::query(
+            "UPDATE pipelines SET status = $1, \
+             started_at = CASE WHEN $2 = 1 AND started_at IS NULL THEN $3 ELSE started_at END, \
+             finished_at = CASE WHEN $4 = 1 THEN $5 ELSE NULL END \
+             WHERE id = $6 AND status <> $7",
+        )
+        .bind(status.as_str())
+        .bind(running as i64)
+        .bind(now)
+        .bind(finished as i64)
+        .bind(now)
+        .bind(id)
+        .bind(status.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn pipeline(&self, id: i64) -> Result<Option<PipelineRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {PIPELINE_COLS} FROM pipelines WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| PipelineRow::from_row(&r)).transpose()
+    }
+
+    /// Newest first.
+    pub async fn pipelines_of_project(
+        &self,
+        project_id: i64,
+        page: PageReq,
+    ) -> Result<Vec<PipelineRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PIPELINE_COLS} FROM pipelines WHERE project_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"
+        )))
+        .bind(project_id)
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(PipelineRow::from_row).collect()
+    }
+
+    /// Newest first, all projects.
+    pub async fn pipelines(&self, page: PageReq) -> Result<Vec<PipelineRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PIPELINE_COLS} FROM pipelines ORDER BY id DESC LIMIT $1 OFFSET $2"
+        )))
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(PipelineRow::from_row).collect()
+    }
+
+    /// Unfinished pipelines of a project on a ref, older than `before_id`.
+    pub async fn unfinished_pipelines_on_ref(
+        &self,
+        project_id: i64,
+        git_ref: &str,
+        before_id: i64,
+    ) -> Result<Vec<PipelineRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PIPELINE_COLS} FROM pipelines WHERE project_id = $1 AND git_ref = $2 AND id < $3 \
+             AND status IN ('created', 'pending', 'running', 'scheduled') AND parent_job_id IS NULL"
+        )))
+        .bind(project_id)
+        .bind(git_ref)
+        .bind(before_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(PipelineRow::from_row).collect()
+    }
+
+    /// Every pipeline not finished yet (for recovery after a restart).
+    pub async fn unfinished_pipelines(&self) -> Result<Vec<PipelineRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PIPELINE_COLS} FROM pipelines WHERE status NOT IN ('success', 'failed', 'canceled', 'skipped')"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(PipelineRow::from_row).collect()
+    }
+
+    /// The child pipeline a trigger job started.
+    pub async fn child_pipeline_of(&self, job_id: i64) -> Result<Option<PipelineRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PIPELINE_COLS} FROM pipelines WHERE parent_job_id = $1 ORDER BY id DESC LIMIT 1"
+        )))
+        .bind(job_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| PipelineRow::from_row(&r)).transpose()
+    }
+
+    // ---- jobs -----------------------------------------------------------------------------
+
+    pub async fn insert_job(&self, j: &NewJob) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let id = insert_job(&mut tx, j).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// A new attempt of a job: the old one is marked retried, the new one inserted, together.
+    pub async fn retry_job(&self, old_id: i64, new: &NewJob) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE jobs SET retried = 1 WHERE id = $1")
+            .bind(old_id)
+            .execute(&mut *tx)
+            .await?;
+        let id = insert_job(&mut tx, new).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn job(&self, id: i64) -> Result<Option<JobRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLS} FROM jobs WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| JobRow::from_row(&r)).transpose()
+    }
+
+    pub async fn job_by_token_hash(&self, hash: &str) -> Result<Option<JobRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLS} FROM jobs WHERE token_hash = $1")))
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| JobRow::from_row(&r)).transpose()
+    }
+
+    /// Every job of a pipeline, every attempt, in creation order.
+    pub async fn jobs_of_pipeline(&self, pipeline_id: i64) -> Result<Vec<JobRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE pipeline_id = $1 ORDER BY id"
+        )))
+        .bind(pipeline_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(JobRow::from_row).collect()
+    }
+
+    pub async fn jobs_page_of_pipeline(
+        &self,
+        pipeline_id: i64,
+        page: PageReq,
+    ) -> Result<Vec<JobRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE pipeline_id = $1 ORDER BY id LIMIT $2 OFFSET $3"
+        )))
+        .bind(pipeline_id)
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(JobRow::from_row).collect()
+    }
+
+    pub async fn jobs_with_status(&self, status: JobStatus) -> Result<Vec<JobRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE status = $1 ORDER BY id"
+        )))
+        .bind(status.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(JobRow::from_row).collect()
+    }
+
+    pub async fn running_jobs_of_agent(&self, agent_id: i64) -> Result<Vec<JobRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE agent_id = $1 AND status = 'running' ORDER BY id"
+        )))
+        .bind(agent_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(JobRow::from_row).collect()
+    }
+
+    /// Running jobs whose lease ran out before `now`.
+    pub async fn expired_leases(&self, now: i64) -> Result<Vec<JobRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE status = 'running' AND lease_until < $1 ORDER BY id"
+        )))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(JobRow::from_row).collect()
+    }
+
+    /// Scheduled (`when: delayed`) jobs whose time has come.
+    pub async fn due_jobs(&self, now: i64) -> Result<Vec<JobRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE status = 'scheduled' AND run_at <= $1 ORDER BY id"
+        )))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(JobRow::from_row).collect()
+    }
+
+    /// Moves a job from one of `from` to `to`; false when it was in none of them.
+    pub async fn transition(&self, id: i64, from: &[JobStatus], to: JobStatus) -> Result<bool> {
+        let now = now_ms();
+        let list = status_list(from);
+        let r = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE jobs SET status = $1, \
+             queued_at = CASE WHEN $2 = 'pending' THEN $3 ELSE queued_at END, \
+             finished_at = CASE WHEN $4 = 1 THEN $5 ELSE finished_at END \
+             WHERE id = $6 AND status IN ({list})"
+        )))
+        .bind(to.as_str())
+        .bind(to.as_str())
+        .bind(now)
+        .bind(to.is_finished() as i64)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// `when: delayed`: the job waits until `run_at`.
+    pub async fn schedule_job(&self, id: i64, run_at: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET status = 'scheduled', run_at = $1 WHERE id = $2 AND status = 'created'",
+        )
+        .bind(run_at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// A manual job is played: it becomes pending, and who played it is kept.
+    pub async fn play_job(&self, id: i64, user: &str) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET status = 'pending', played_by = $1, queued_at = $2 \
+             WHERE id = $3 AND status = 'manual'",
+        )
+        .bind(user)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Hands a pending job to an agent.
+    pub async fn assign_job(
+        &self,
+        id: i64,
+        agent_id: i64,
+        token_hash: &str,
+        lease_until: i64,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET status = 'running', agent_id = $1, token_hash = $2, lease_until = $3, \
+             started_at = $4 WHERE id = $5 AND status = 'pending'",
+        )
+        .bind(agent_id)
+        .bind(token_hash)
+        .bind(lease_until)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// A job that never reaches an agent (a trigger job) starts running.
+    pub async fn start_job_in_server(&self, id: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET status = 'running', started_at = $1 WHERE id = $2 AND status = 'pending'",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Extends the leases of every running job of an agent.
+    pub async fn extend_leases(&self, agent_id: i64, until: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET lease_until = $1 WHERE agent_id = $2 AND status = 'running'",
+        )
+        .bind(until)
+        .bind(agent_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// After a restart, give every running job one lease to be claimed by its agent.
+    pub async fn extend_all_leases(&self, until: i64) -> Result<()> {
+        sqlx::query("UPDATE jobs SET lease_until = $1 WHERE status = 'running'")
+            .bind(until)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a job's end. Only a job in one of `from` finishes; false otherwise.
+    pub async fn finish_job(&self, id: i64, from: &[JobStatus], end: &JobEnd) -> Result<bool> {
+        let list = status_list(from);
+        let dotenv = serde_json::to_string(&end.dotenv).unwrap_or_else(|_| "[]".into());
+        let r = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE jobs SET status = $1, failure_reason = $2, exit_code = $3, dotenv = $4, \
+             has_artifacts = $5, log_size = $6, finished_at = $7, lease_until = NULL \
+             WHERE id = $8 AND status IN ({list})"
+        )))
+        .bind(end.status.as_str())
+        .bind(end.failure_reason.map(|r| r.as_str()))
+        .bind(end.exit_code.map(i64::from))
+        .bind(dotenv)
+        .bind(end.has_artifacts as i64)
+        .bind(end.log_size as i64)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// The final log size and whether artifacts were stored, for a job that is already finished
+    /// (canceled ones report their log later).
+    pub async fn set_job_outputs(&self, id: i64, log_size: u64, has_artifacts: bool) -> Result<()> {
+        sqlx::query("UPDATE jobs SET log_size = $1, has_artifacts = $2 WHERE id = $3")
+            .bind(log_size as i64)
+            .bind(has_artifacts as i64)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn job_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM jobs WHERE retried = 0 GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
+            .collect())
+    }
+
+    // ---- agents ---------------------------------------------------------------------------
+
+    pub async fn insert_agent(&self, a: &NewAgent) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO agents (name, token_hash, tags, run_untagged, executor, concurrency, version, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(&a.name)
+        .bind(&a.token_hash)
+        .bind(serde_json::to_string(&a.tags).unwrap_or_else(|_| "[]".into()))
+        .bind(a.run_untagged as i64)
+        .bind(&a.executor)
+        .bind(i64::from(a.concurrency))
+        .bind(&a.version)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get::<i64, _>(0))
+    }
+
+    /// What an agent says of itself when it connects.
+    pub async fn update_agent(&self, id: i64, a: &AgentUpdate) -> Result<()> {
+        sqlx::query(
+            "UPDATE agents SET tags = $1, run_untagged = $2, executor = $3, concurrency = $4, \
+             version = $5, last_seen_at = $6 WHERE id = $7",
+        )
+        .bind(serde_json::to_string(&a.tags).unwrap_or_else(|_| "[]".into()))
+        .bind(a.run_untagged as i64)
+        .bind(&a.executor)
+        .bind(i64::from(a.concurrency))
+        .bind(&a.version)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn touch_agent(&self, id: i64) -> Result<()> {
+        sqlx::query("UPDATE agents SET last_seen_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn agent_by_token_hash(&self, hash: &str) -> Result<Option<AgentRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {AGENT_COLS} FROM agents WHERE token_hash = $1")))
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| AgentRow::from_row(&r)).transpose()
+    }
+
+    pub async fn agents(&self, page: PageReq) -> Result<Vec<AgentRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {AGENT_COLS} FROM agents ORDER BY id LIMIT $1 OFFSET $2"
+        )))
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(AgentRow::from_row).collect()
+    }
+}
+
+async fn insert_job(tx: &mut sqlx::Transaction<'_, sqlx::Any>, j: &NewJob) -> Result<i64> {
+    let row = sqlx::query(
+        "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, position, status, \
+         attempt, definition, tags, resource_group, allow_failure, created_at, queued_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+    )
+    .bind(j.pipeline_id)
+    .bind(j.project_id)
+    .bind(&j.name)
+    .bind(&j.stage)
+    .bind(j.stage_index)
+    .bind(j.position)
+    .bind(j.status.as_str())
+    .bind(i64::from(j.attempt))
+    .bind(&j.definition)
+    .bind(serde_json::to_string(&j.tags).unwrap_or_else(|_| "[]".into()))
+    .bind(j.resource_group.as_deref())
+    .bind(j.allow_failure as i64)
+    .bind(now_ms())
+    .bind((j.status == JobStatus::Pending).then(now_ms))
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row.get::<i64, _>(0))
+}
+
+fn status_list(from: &[JobStatus]) -> String {
+    // Statuses are our own constants, never user input.
+    from.iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn unique_to_conflict(e: sqlx::Error, msg: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(msg.into()),
+        _ => StoreError::Db(e),
+    }
+}
+
+/// `LIMIT`/`OFFSET` of a page (pages count from 1).
+#[derive(Debug, Clone, Copy)]
+pub struct PageReq {
+    pub page: u32,
+    pub per_page: u32,
+}
+
+impl PageReq {
+    pub fn new(page: Option<u32>, per_page: Option<u32>) -> PageReq {
+        PageReq {
+            page: page.unwrap_or(1).max(1),
+            per_page: per_page.unwrap_or(20).clamp(1, 100),
+        }
+    }
+    /// One more than the page, to know whether a next page exists.
+    fn limit(self) -> i64 {
+        i64::from(self.per_page) + 1
+    }
+    fn offset(self) -> i64 {
+        i64::from(self.page - 1) * i64::from(self.per_page)
+    }
+    /// Splits the fetched rows into the page and the next page's number.
+    pub fn finish<T>(self, mut rows: Vec<T>) -> (Vec<T>, Option<u32>) {
+        if rows.len() > self.per_page as usize {
+            rows.truncate(self.per_page as usize);
+            (rows, Some(self.page + 1))
+        } else {
+            (rows, None)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewProject {
+    pub path: String,
+    pub git_url: String,
+    pub default_branch: String,
+    pub pipeline_file: Option<String>,
+    /// JSON of the credentials (sealed by the caller).
+    pub credentials: Option<String>,
+}
+
+const PROJECT_COLS: &str = "id, path, git_url, default_branch, pipeline_file, credentials, created_at";
+
+#[derive(Debug, Clone)]
+pub struct ProjectRow {
+    pub id: i64,
+    pub path: String,
+    pub git_url: String,
+    pub default_branch: String,
+    pub pipeline_file: Option<String>,
+    pub credentials: Option<String>,
+    pub created_at: i64,
+}
+
+impl ProjectRow {
+    fn from_row(r: &AnyRow) -> Result<ProjectRow> {
+        Ok(ProjectRow {
+            id: r.try_get("id")?,
+            path: r.try_get("path")?,
+            git_url: r.try_get("git_url")?,
+            default_branch: r.try_get("default_branch")?,
+            pipeline_file: r.try_get("pipeline_file")?,
+            credentials: r.try_get("credentials")?,
+            created_at: r.try_get("created_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewPipeline {
+    pub project_id: i64,
+    pub git_ref: String,
+    pub sha: String,
+    pub status: PipelineStatus,
+    pub source: String,
+    pub parent_job_id: Option<i64>,
+    pub trigger_json: String,
+    pub errors: Option<String>,
+    pub auto_cancel: Option<String>,
+}
+
+const PIPELINE_COLS: &str = "id, project_id, git_ref, sha, status, source, parent_job_id, \
+    trigger_json, errors, auto_cancel, created_at, started_at, finished_at";
+
+#[derive(Debug, Clone)]
+pub struct PipelineRow {
+    pub id: i64,
+    pub project_id: i64,
+    pub git_ref: String,
+    pub sha: String,
+    pub status: PipelineStatus,
+    pub source: String,
+    pub parent_job_id: Option<i64>,
+    pub trigger_json: String,
+    pub errors: Option<String>,
+    pub auto_cancel: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+impl PipelineRow {
+    fn from_row(r: &AnyRow) -> Result<PipelineRow> {
+        let status: String = r.try_get("status")?;
+        Ok(PipelineRow {
+            id: r.try_get("id")?,
+            project_id: r.try_get("project_id")?,
+            git_ref: r.try_get("git_ref")?,
+            sha: r.try_get("sha")?,
+            status: status.parse().map_err(StoreError::Conflict)?,
+            source: r.try_get("source")?,
+            parent_job_id: r.try_get("parent_job_id")?,
+            trigger_json: r.try_get("trigger_json")?,
+            errors: r.try_get("errors")?,
+            auto_cancel: r.try_get("auto_cancel")?,
+            created_at: r.try_get("created_at")?,
+            started_at: r.try_get("started_at")?,
+            finished_at: r.try_get("finished_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub pipeline_id: i64,
+    pub project_id: i64,
+    pub name: String,
+    pub stage: String,
+    pub stage_index: i64,
+    /// Order in the plan (stable across attempts).
+    pub position: i64,
+    pub status: JobStatus,
+    pub attempt: u32,
+    /// A `gantry_api::job::JobDefinition` as JSON.
+    pub definition: String,
+    pub tags: Vec<String>,
+    pub resource_group: Option<String>,
+    pub allow_failure: bool,
+}
+
+const JOB_COLS: &str = "id, pipeline_id, project_id, name, stage, stage_index, position, status, \
+    attempt, retried, definition, tags, resource_group, failure_reason, exit_code, allow_failure, \
+    agent_id, lease_until, run_at, played_by, dotenv, has_artifacts, log_size, created_at, \
+    queued_at, started_at, finished_at";
+
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub project_id: i64,
+    pub name: String,
+    pub stage: String,
+    pub stage_index: i64,
+    pub position: i64,
+    pub status: JobStatus,
+    pub attempt: u32,
+    pub retried: bool,
+    pub definition: String,
+    pub tags: Vec<String>,
+    pub resource_group: Option<String>,
+    pub failure_reason: Option<FailureReason>,
+    pub exit_code: Option<i32>,
+    pub allow_failure: bool,
+    pub agent_id: Option<i64>,
+    pub lease_until: Option<i64>,
+    pub run_at: Option<i64>,
+    pub played_by: Option<String>,
+    pub dotenv: Vec<(String, String)>,
+    pub has_artifacts: bool,
+    pub log_size: u64,
+    pub created_at: i64,
+    pub queued_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+impl JobRow {
+    fn from_row(r: &AnyRow) -> Result<JobRow> {
+        let status: String = r.try_get("status")?;
+        let failure: Option<String> = r.try_get("failure_reason")?;
+        let tags: String = r.try_get("tags")?;
+        let dotenv: Option<String> = r.try_get("dotenv")?;
+        let exit_code: Option<i64> = r.try_get("exit_code")?;
+        Ok(JobRow {
+            id: r.try_get("id")?,
+            pipeline_id: r.try_get("pipeline_id")?,
+            project_id: r.try_get("project_id")?,
+            name: r.try_get("name")?,
+            stage: r.try_get("stage")?,
+            stage_index: r.try_get("stage_index")?,
+            position: r.try_get("position")?,
+            status: status.parse().map_err(StoreError::Conflict)?,
+            attempt: r.try_get::<i64, _>("attempt")? as u32,
+            retried: r.try_get::<i64, _>("retried")? != 0,
+            definition: r.try_get("definition")?,
+            tags: serde_json::from_str(&tags).unwrap_or_default(),
+            resource_group: r.try_get("resource_group")?,
+            failure_reason: failure
+                .map(|f| f.parse())
+                .transpose()
+                .map_err(StoreError::Conflict)?,
+            exit_code: exit_code.map(|c| c as i32),
+            allow_failure: r.try_get::<i64, _>("allow_failure")? != 0,
+            agent_id: r.try_get("agent_id")?,
+            lease_until: r.try_get("lease_until")?,
+            run_at: r.try_get("run_at")?,
+            played_by: r.try_get("played_by")?,
+            dotenv: dotenv
+                .map(|d| serde_json::from_str(&d).unwrap_or_default())
+                .unwrap_or_default(),
+            has_artifacts: r.try_get::<i64, _>("has_artifacts")? != 0,
+            log_size: r.try_get::<i64, _>("log_size")? as u64,
+            created_at: r.try_get("created_at")?,
+            queued_at: r.try_get("queued_at")?,
+            started_at: r.try_get("started_at")?,
+            finished_at: r.try_get("finished_at")?,
+        })
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub struct JobEnd {
+    pub status: JobStatus,
+    pub failure_reason: Option<FailureReason>,
+    pub exit_code: Option<i32>,
+    pub dotenv: Vec<(String, String)>,
+    pub has_artifacts: bool,
+    pub log_size: u64,
+}
+
+impl JobEnd {
+    pub fn status(status: JobStatus) -> JobEnd {
+        JobEnd {
+            status,
+            failure_reason: None,
+            exit_code: None,
+            dotenv: Vec::new(),
+            has_artifacts: false,
+            log_size: 0,
+        }
+    }
+
+    pub fn failed(reason: FailureReason) -> JobEnd {
+        JobEnd {
+            failure_reason: Some(reason),
+            ..JobEnd::status(JobStatus::Failed)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAgent {
+    pub name: String,
+    pub token_hash: String,
+    pub tags: Vec<String>,
+    pub run_untagged: bool,
+    pub executor: String,
+    pub concurrency: u32,
+    pub version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentUpdate {
+    pub tags: Vec<String>,
+    pub run_untagged: bool,
+    pub executor: String,
+    pub concurrency: u32,
+    pub version: String,
+}
+
+const AGENT_COLS: &str =
+    "id, name, tags, run_untagged, executor, concurrency, version, created_at, last_seen_at";
+
+#[derive(Debug, Clone)]
+pub struct AgentRow {
+    pub id: i64,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub run_untagged: bool,
+    pub executor: String,
+    pub concurrency: u32,
+    pub version: String,
+    pub created_at: i64,
+    pub last_seen_at: Option<i64>,
+}
+
+impl AgentRow {
+    fn from_row(r: &AnyRow) -> Result<AgentRow> {
+        let tags: String = r.try_get("tags")?;
+        Ok(AgentRow {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            tags: serde_json::from_str(&tags).unwrap_or_default(),
+            run_untagged: r.try_get::<i64, _>("run_untagged")? != 0,
+            executor: r.try_get("executor")?,
+            concurrency: r.try_get::<i64, _>("concurrency")? as u32,
+            version: r.try_get("version")?,
+            created_at: r.try_get("created_at")?,
+            last_seen_at: r.try_get("last_seen_at")?,
+        })
+    }
+}

@@ -1,0 +1,284 @@
+//! The store's database behaviour, on SQLite always and on PostgreSQL when the test command
+//! has started one (`GANTRY_TEST_POSTGRES_URL`; `GANTRY_REQUIRE_POSTGRES=1` makes its absence
+//! a failure instead of a skip).
+
+use gantry_api::{FailureReason, JobStatus, PipelineStatus};
+use gantry_store::db::{
+    Backend, JobEnd, NewAgent, NewJob, NewPipeline, NewProject, PageReq, migrations, now_ms,
+};
+use gantry_store::{Db, StoreError};
+use std::collections::BTreeMap;
+
+/// A fresh database per test and backend.
+async fn backends(test: &str) -> Vec<(Db, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("gantry.db").display());
+    let mut out = vec![(Db::connect(&url).await.unwrap(), Some(dir))];
+    match std::env::var("GANTRY_TEST_POSTGRES_URL") {
+        Ok(base) => out.push((fresh_postgres(&base, test).await, None)),
+        Err(_) if std::env::var("GANTRY_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+            panic!("GANTRY_REQUIRE_POSTGRES=1 but GANTRY_TEST_POSTGRES_URL is not set: run scripts/postgres start")
+        }
+        Err(_) => eprintln!("skipping PostgreSQL: GANTRY_TEST_POSTGRES_URL is not set"),
+    }
+    out
+}
+
+/// Creates (or recreates) a database named after the test on the server at `base`.
+pub async fn fresh_postgres(base: &str, test: &str) -> Db {
+    use sqlx::Connection;
+    let name = format!("gantry_{}_{}", test, std::process::id());
+    let mut admin = sqlx::AnyConnection::connect(base).await.unwrap();
+    sqlx::any::install_default_drivers();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    Db::connect(&format!("{prefix}/{name}")).await.unwrap()
+}
+
+fn project(path: &str) -> NewProject {
+    NewProject {
+        path: path.into(),
+        git_url: "/srv/git/app".into(),
+        default_branch: "main".into(),
+        pipeline_file: None,
+        credentials: None,
+    }
+}
+
+fn pipeline(project_id: i64, git_ref: &str) -> NewPipeline {
+    NewPipeline {
+        project_id,
+        git_ref: git_ref.into(),
+        sha: "a".repeat(40),
+        status: PipelineStatus::Created,
+        source: "api".into(),
+        parent_job_id: None,
+        trigger_json: "{}".into(),
+        errors: None,
+        auto_cancel: None,
+    }
+}
+
+fn job(pipeline_id: i64, project_id: i64, name: &str, status: JobStatus) -> NewJob {
+    NewJob {
+        pipeline_id,
+        project_id,
+        name: name.into(),
+        stage: "test".into(),
+        stage_index: 1,
+        position: 0,
+        status,
+        attempt: 1,
+        definition: "{}".into(),
+        tags: vec!["linux".into()],
+        resource_group: None,
+        allow_failure: false,
+    }
+}
+
+#[tokio::test]
+async fn migrations_declare_the_same_tables_and_columns() {
+    fn shape(sql: &str) -> BTreeMap<String, Vec<String>> {
+        let mut out = BTreeMap::new();
+        let mut current: Option<String> = None;
+        for line in sql.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("CREATE TABLE ") {
+                current = Some(rest.trim_end_matches(" (").trim().to_string());
+                out.insert(current.clone().unwrap(), Vec::new());
+            } else if line.starts_with(')') {
+                current = None;
+            } else if let Some(t) = &current
+                && let Some(col) = line.split_whitespace().next()
+            {
+                out.get_mut(t).unwrap().push(col.to_string());
+            }
+        }
+        out
+    }
+    let (s, p) = (migrations(Backend::Sqlite), migrations(Backend::Postgres));
+    assert_eq!(s.len(), p.len(), "both backends have the same migrations");
+    for (a, b) in s.iter().zip(p) {
+        assert_eq!((a.0, a.1), (b.0, b.1), "same numbering and names");
+        let (sa, sb) = (shape(a.2), shape(b.2));
+        assert!(!sa.is_empty());
+        assert_eq!(sa, sb, "migration {} differs between backends", a.0);
+    }
+}
+
+#[tokio::test]
+async fn projects_are_unique_by_path_and_paged() {
+    for (db, _dir) in backends("projects").await {
+        let a = db.insert_project(&project("group/a")).await.unwrap();
+        let err = db.insert_project(&project("group/a")).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        for i in 0..4 {
+            db.insert_project(&project(&format!("group/p{i}"))).await.unwrap();
+        }
+        assert_eq!(db.project(a).await.unwrap().unwrap().path, "group/a");
+        assert_eq!(db.project_by_path("group/p2").await.unwrap().unwrap().path, "group/p2");
+        assert!(db.project(9999).await.unwrap().is_none());
+        let page = PageReq::new(Some(1), Some(2));
+        let (items, next) = page.finish(db.projects(page).await.unwrap());
+        assert_eq!((items.len(), next), (2, Some(2)));
+        let page = PageReq::new(Some(3), Some(2));
+        let (items, next) = page.finish(db.projects(page).await.unwrap());
+        assert_eq!((items.len(), next), (1, None));
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn job_transitions_are_conditional() {
+    for (db, _dir) in backends("transitions").await {
+        let p = db.insert_project(&project("g/app")).await.unwrap();
+        let pl = db.insert_pipeline(&pipeline(p, "main")).await.unwrap();
+        db.plan_pipeline(
+            pl,
+            r#"{"x":1}"#,
+            None,
+            &[job(pl, p, "build", JobStatus::Pending), job(pl, p, "test", JobStatus::Created)],
+        )
+        .await
+        .unwrap();
+        let jobs = db.jobs_of_pipeline(pl).await.unwrap();
+        assert_eq!(jobs.len(), 2);
+        let (build, test) = (jobs[0].id, jobs[1].id);
+        assert_eq!(jobs[0].tags, vec!["linux".to_string()]);
+        assert!(jobs[0].queued_at.is_some());
+
+        let agent = db
+            .insert_agent(&NewAgent {
+                name: "a1".into(),
+                token_hash: "h1".into(),
+                tags: vec!["linux".into()],
+                run_untagged: true,
+                executor: "shell".into(),
+                concurrency: 2,
+                version: "0.1".into(),
+            })
+            .await
+            .unwrap();
+        // Only a pending job can be assigned, once.
+        assert!(!db.assign_job(test, agent, "t1", now_ms() + 1000).await.unwrap());
+        assert!(db.assign_job(build, agent, "t2", now_ms() - 1).await.unwrap());
+        assert!(!db.assign_job(build, agent, "t3", now_ms() + 1000).await.unwrap());
+        assert_eq!(db.job_by_token_hash("t2").await.unwrap().unwrap().id, build);
+        assert_eq!(db.running_jobs_of_agent(agent).await.unwrap().len(), 1);
+        // The lease ran out; a heartbeat extends it.
+        assert_eq!(db.expired_leases(now_ms()).await.unwrap().len(), 1);
+        db.extend_leases(agent, now_ms() + 60_000).await.unwrap();
+        assert!(db.expired_leases(now_ms()).await.unwrap().is_empty());
+
+        // Cancel wins over a late result: the finish that comes second does nothing.
+        assert!(
+            db.transition(build, &[JobStatus::Running], JobStatus::Canceled)
+                .await
+                .unwrap()
+        );
+        let end = JobEnd {
+            exit_code: Some(0),
+            log_size: 12,
+            dotenv: vec![("A".into(), "1".into())],
+            ..JobEnd::status(JobStatus::Success)
+        };
+        assert!(!db.finish_job(build, &[JobStatus::Running], &end).await.unwrap());
+        let row = db.job(build).await.unwrap().unwrap();
+        assert_eq!(row.status, JobStatus::Canceled);
+        assert!(row.finished_at.is_some());
+
+        // Retry: the old attempt is marked, the new one is created.
+        let mut again = job(pl, p, "build", JobStatus::Pending);
+        again.attempt = 2;
+        let new = db.retry_job(build, &again).await.unwrap();
+        let jobs = db.jobs_of_pipeline(pl).await.unwrap();
+        assert!(jobs.iter().find(|j| j.id == build).unwrap().retried);
+        assert_eq!(jobs.iter().find(|j| j.id == new).unwrap().attempt, 2);
+        assert!(db.assign_job(new, agent, "t4", now_ms() + 60_000).await.unwrap());
+        let fail = JobEnd {
+            exit_code: Some(3),
+            log_size: 5,
+            dotenv: vec![("A".into(), "1".into())],
+            ..JobEnd::failed(FailureReason::ScriptFailure)
+        };
+        assert!(db.finish_job(new, &[JobStatus::Running], &fail).await.unwrap());
+        let row = db.job(new).await.unwrap().unwrap();
+        assert_eq!(row.status, JobStatus::Failed);
+        assert_eq!(row.failure_reason, Some(FailureReason::ScriptFailure));
+        assert_eq!(row.exit_code, Some(3));
+        assert_eq!(row.dotenv, vec![("A".to_string(), "1".to_string())]);
+        assert_eq!(row.log_size, 5);
+        assert!(row.lease_until.is_none());
+
+        let counts: BTreeMap<String, i64> = db.job_counts().await.unwrap().into_iter().collect();
+        assert_eq!(counts.get("failed"), Some(&1));
+        assert_eq!(counts.get("created"), Some(&1));
+        assert_eq!(counts.get("canceled"), None, "retried attempts are not counted");
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn manual_delayed_and_pipeline_status() {
+    for (db, _dir) in backends("manual").await {
+        let p = db.insert_project(&project("g/app")).await.unwrap();
+        let pl = db.insert_pipeline(&pipeline(p, "main")).await.unwrap();
+        let m = db.insert_job(&job(pl, p, "deploy", JobStatus::Created)).await.unwrap();
+        let d = db.insert_job(&job(pl, p, "later", JobStatus::Created)).await.unwrap();
+        assert!(!db.play_job(m, "alice").await.unwrap(), "only a manual job is played");
+        assert!(db.transition(m, &[JobStatus::Created], JobStatus::Manual).await.unwrap());
+        assert!(db.play_job(m, "alice").await.unwrap());
+        let row = db.job(m).await.unwrap().unwrap();
+        assert_eq!((row.status, row.played_by.as_deref()), (JobStatus::Pending, Some("alice")));
+
+        assert!(db.schedule_job(d, now_ms() + 60_000).await.unwrap());
+        assert!(db.due_jobs(now_ms()).await.unwrap().is_empty());
+        assert_eq!(db.due_jobs(now_ms() + 120_000).await.unwrap().len(), 1);
+
+        assert!(db.set_pipeline_status(pl, PipelineStatus::Running).await.unwrap());
+        assert!(!db.set_pipeline_status(pl, PipelineStatus::Running).await.unwrap());
+        let row = db.pipeline(pl).await.unwrap().unwrap();
+        assert!(row.started_at.is_some() && row.finished_at.is_none());
+        assert_eq!(db.unfinished_pipelines().await.unwrap().len(), 1);
+        let newer = db.insert_pipeline(&pipeline(p, "main")).await.unwrap();
+        assert_eq!(
+            db.unfinished_pipelines_on_ref(p, "main", newer).await.unwrap().len(),
+            1
+        );
+        assert!(db.set_pipeline_status(pl, PipelineStatus::Success).await.unwrap());
+        let row = db.pipeline(pl).await.unwrap().unwrap();
+        assert!(row.finished_at.is_some());
+        db.set_pipeline_errors(newer, "line 3: bad").await.unwrap();
+        let row = db.pipeline(newer).await.unwrap().unwrap();
+        assert_eq!(row.status, PipelineStatus::Failed);
+        assert_eq!(row.errors.as_deref(), Some("line 3: bad"));
+        db.set_setting("k", "v1").await.unwrap();
+        db.set_setting("k", "v2").await.unwrap();
+        assert_eq!(db.setting("k").await.unwrap().as_deref(), Some("v2"));
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn data_survives_reopening_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("gantry.db").display());
+    let db = Db::connect(&url).await.unwrap();
+    let p = db.insert_project(&project("g/keep")).await.unwrap();
+    db.close().await;
+    let db = Db::connect(&url).await.unwrap();
+    assert_eq!(db.project(p).await.unwrap().unwrap().path, "g/keep");
+    db.close().await;
+}
+
+#[tokio::test]
+async fn a_bad_url_says_what_to_use() {
+    let err = Db::connect("mysql://x").await.unwrap_err().to_string();
+    assert!(err.contains("sqlite://") && err.contains("postgres://"), "{err}");
+}
