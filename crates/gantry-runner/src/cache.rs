@@ -55,22 +55,48 @@ pub fn restore(
     workspace: &Path,
     expand: &dyn Fn(&str) -> String,
 ) -> Result<Option<String>> {
+    for k in candidates(c, key, fallback, expand) {
+        if restore_key(root, &k, workspace)? {
+            return Ok(Some(k));
+        }
+    }
+    Ok(None)
+}
+
+/// The keys to try, in order: the key, `fallback_keys`, then `CACHE_FALLBACK_KEY`. None when
+/// the policy is `push`.
+pub fn candidates(
+    c: &Cache,
+    key: &str,
+    fallback: Option<&str>,
+    expand: &dyn Fn(&str) -> String,
+) -> Vec<String> {
     if c.policy == "push" {
-        return Ok(None);
+        return Vec::new();
     }
     let mut keys = vec![key.to_string()];
     keys.extend(c.fallback_keys.iter().map(|k| sanitize(&expand(k))));
     if let Some(f) = fallback {
         keys.push(sanitize(f));
     }
-    for k in keys {
-        let dir = root.join(&k);
-        if dir.is_dir() {
-            copy_paths(&dir, workspace, &list_files(&dir))?;
-            return Ok(Some(k));
-        }
+    keys
+}
+
+/// Copies the cache `key` under `root` into the workspace; `false` when there is none.
+pub fn restore_key(root: &Path, key: &str, workspace: &Path) -> Result<bool> {
+    let dir = root.join(key);
+    if !dir.is_dir() {
+        return Ok(false);
     }
-    Ok(None)
+    copy_paths(&dir, workspace, &list_files(&dir))?;
+    Ok(true)
+}
+
+/// A name for a temporary directory next to `root/key`, unique within this machine.
+pub fn temp_name(key: &str, what: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(".{key}.{what}-{}-{n}", std::process::id())
 }
 
 /// Saves the cache's paths under its key when the policy and `when` allow. Returns the number
@@ -106,7 +132,7 @@ pub fn save(
     }
     // Write into a fresh directory and swap it in, so a cache is never half written.
     let dir = root.join(key);
-    let tmp = root.join(format!(".{key}.tmp-{}", std::process::id()));
+    let tmp = root.join(temp_name(key, "tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     copy_paths(workspace, &tmp, &files)?;

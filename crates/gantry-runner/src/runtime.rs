@@ -4,22 +4,24 @@
 //! and the concurrency limit and their `resource_group` allow. Each job's `when` decides what
 //! "done" must look like (`on_success`, `on_failure`, `always`, `manual`, `delayed`); failed
 //! attempts are retried by `retry`; `timeout` stops a job; cancellation (Ctrl-C) stops every
-//! running job and cleans up what its executor created. The server runs jobs through the same
-//! [`run_attempt`] path, one job at a time, on its agents.
+//! running job and cleans up what its executor created. Each attempt goes through
+//! [`run_attempt`] (the [`crate::job`] module), the path agents run server jobs through; the
+//! scheduler here turns [`JobDefinition::from_plan`] into attempts and decides retries.
 
 use crate::artifacts::{self, Stored};
-use crate::cache;
-use crate::executor::{Executor, JobSpec, Step, render_script};
+use crate::executor::Executor;
+use crate::job::{AttemptReport, AttemptSpec, JobIo, Outcome, run_attempt};
 use crate::log::LogSink;
 use crate::mask::Masker;
 use crate::status::{
     FailureClass, JobResult, JobState, PipelineStatus, SkipReason, pipeline_status,
 };
 use crate::workspace;
+use gantry_api::job::JobDefinition;
 use gantry_pipeline::model::When;
-use gantry_pipeline::plan::{After, Plan, PlannedJob};
+use gantry_pipeline::plan::{After, Plan};
 use gantry_pipeline::trigger::Trigger;
-use gantry_pipeline::vars::{self, JobContext, Layer, Var, VarSet};
+use gantry_pipeline::vars;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -201,7 +203,7 @@ pub async fn run(
                 });
                 let ctx = JobRun {
                     artifact_sources: plan.artifact_sources(i),
-                    plan_job: job.clone(),
+                    definition: JobDefinition::from_plan(plan, i),
                     trigger: trigger.clone(),
                     executor: executor.clone(),
                     opts: opts.clone(),
@@ -353,7 +355,7 @@ impl StageSummary {
 }
 
 struct JobRun {
-    plan_job: PlannedJob,
+    definition: JobDefinition,
     /// Jobs whose artifacts this one receives.
     artifact_sources: Vec<String>,
     trigger: Trigger,
@@ -367,7 +369,7 @@ struct JobRun {
 
 impl JobRun {
     async fn run(self, delayed: bool) -> JobResult {
-        let job = &self.plan_job;
+        let job = &self.definition;
         let started = Instant::now();
         if delayed {
             let wait = Duration::from_secs(job.start_in.unwrap_or(0));
@@ -384,7 +386,7 @@ impl JobRun {
                 elapsed: started.elapsed(),
             });
         }
-        let retry = job.job.retry.clone();
+        let retry = job.retry.clone();
         let max_attempts = 1 + retry.as_ref().map_or(0, |r| r.max);
         let mut attempt = 0;
         loop {
@@ -397,16 +399,12 @@ impl JobRun {
                     elapsed: started.elapsed(),
                 });
             }
-            let outcome = self.attempt(attempt).await;
-            let (state, tail, junit) = match outcome {
-                Attempt::Success { tail, junit } => (JobState::Success, tail, junit),
-                Attempt::Canceled { tail } => (JobState::Canceled, tail, None),
-                Attempt::Failed {
-                    class,
-                    exit_code,
-                    tail,
-                    junit,
-                } => {
+            let (report, tail) = self.attempt(attempt).await;
+            let (state, junit) = match report.outcome {
+                Outcome::Success => (JobState::Success, report.junit),
+                Outcome::Canceled => (JobState::Canceled, None),
+                Outcome::Failed { reason, exit_code } => {
+                    let class = FailureClass::from(reason);
                     let retryable = attempt < max_attempts
                         && retry.as_ref().is_some_and(|r| {
                             let class_ok =
@@ -425,8 +423,7 @@ impl JobRun {
                             exit_code,
                             allowed,
                         },
-                        tail,
-                        junit,
+                        report.junit,
                     )
                 }
             };
@@ -444,14 +441,14 @@ impl JobRun {
     ) -> JobResult {
         let elapsed = started.elapsed();
         (self.observer)(Event::State {
-            job: self.plan_job.name.clone(),
+            job: self.definition.name.clone(),
             state: state.clone(),
             attempt: attempts,
             elapsed,
         });
         JobResult {
-            name: self.plan_job.name.clone(),
-            stage: self.plan_job.stage.clone(),
+            name: self.definition.name.clone(),
+            stage: self.definition.stage.clone(),
             state,
             attempts,
             duration: elapsed,
@@ -460,16 +457,16 @@ impl JobRun {
         }
     }
 
-    async fn attempt(&self, attempt: u32) -> Attempt {
-        let job = &self.plan_job;
+    /// One attempt through [`run_attempt`], with the log going to the observer; returns the
+    /// report and the last lines of the log.
+    async fn attempt(&self, attempt: u32) -> (AttemptReport, Vec<String>) {
+        let job = &self.definition;
         let slug = format!("{}-{}", vars::ref_slug(&job.name), self.index);
         let dir = self
             .opts
             .run_dir
             .join("jobs")
             .join(format!("{slug}-{attempt}"));
-        let ws = dir.join("workspace");
-        let scratch = dir.join("scripts");
         let tail_buf: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::new()));
         let masker = Masker::new(self.opts.secrets.iter().map(|(_, v)| v.clone()));
         let log = {
@@ -494,348 +491,84 @@ impl JobRun {
                 }),
             )
         };
-        let tail = |log: &LogSink| {
-            log.flush();
-            let t = tail_buf.lock().expect("tail");
-            let text = String::from_utf8_lossy(&t);
-            let lines: Vec<String> = text.lines().map(str::to_string).collect();
-            lines[lines.len().saturating_sub(15)..].to_vec()
+        let spec = AttemptSpec {
+            definition: job,
+            trigger: &self.trigger,
+            job_id: (self.index as u64 + 1) * 10 + attempt as u64,
+            attempt,
+            executor: self.executor.clone(),
+            dir,
+            cache_dir: self.opts.cache_dir.clone(),
+            secrets: &self.opts.secrets,
+            default_timeout: self.opts.default_timeout,
+            after_script_timeout: self.opts.after_script_timeout,
+            job_token: None,
+            runner: None,
         };
-        let sys_fail = |msg: String, log: &LogSink| {
-            log.info(&format!("ERROR: {msg}"));
-            Attempt::Failed {
-                class: FailureClass::RunnerSystemFailure,
-                exit_code: None,
-                tail: tail(log),
-                junit: None,
-            }
+        let io = LocalIo {
+            shared: &self.shared,
+            name: &job.name,
+            artifact_sources: &self.artifact_sources,
         };
+        let report = run_attempt(&spec, &io, &log, &self.cancel).await;
+        let t = tail_buf.lock().expect("tail");
+        let text = String::from_utf8_lossy(&t);
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let tail = lines[lines.len().saturating_sub(15)..].to_vec();
+        (report, tail)
+    }
+}
 
-        // 1. Workspace, artifacts of the jobs this one depends on, variables, caches.
-        if let Err(e) = std::fs::create_dir_all(&ws).and_then(|_| std::fs::create_dir_all(&scratch))
-        {
-            return sys_fail(
-                format!("creating the job directory {}: {e}", dir.display()),
-                &log,
-            );
-        }
+/// A local run's inputs and outputs: the run's snapshot, and artifacts kept in memory.
+struct LocalIo<'a> {
+    shared: &'a Shared,
+    name: &'a str,
+    artifact_sources: &'a [String],
+}
+
+#[async_trait::async_trait]
+impl JobIo for LocalIo<'_> {
+    async fn checkout(
+        &self,
+        workspace: &std::path::Path,
+        _git_strategy: Option<&str>,
+        _log: &LogSink,
+    ) -> anyhow::Result<Vec<PathBuf>> {
         let snapshot = match self.shared.snapshot.as_ref() {
             Ok(s) => s,
-            Err(e) => return sys_fail(format!("reading the project's files: {e}"), &log),
+            Err(e) => anyhow::bail!("reading the project's files: {e}"),
         };
-        if let Err(e) = snapshot.checkout(&ws) {
-            return sys_fail(format!("preparing the workspace: {e:#}"), &log);
-        }
-        let checkout = &snapshot.files;
-        let mut dotenv: Vec<(String, String)> = Vec::new();
-        {
-            let stored = self.shared.artifacts.lock().expect("artifacts").clone();
-            for from in &self.artifact_sources {
-                if let Some(s) = stored.get(from) {
-                    if let Err(e) = artifacts::restore(s, &ws) {
-                        return sys_fail(format!("restoring artifacts of '{from}': {e:#}"), &log);
-                    }
-                    log.info(&format!(
-                        "Restored artifacts of {from} ({} files)",
-                        s.files.len()
-                    ));
-                    dotenv.extend(s.dotenv.iter().cloned());
-                }
-            }
-        }
-        let docker = self.executor.name() == "docker";
-        let project_dir = if docker {
-            format!("/builds/{}", self.trigger.project.path)
-        } else {
-            ws.display().to_string()
-        };
-        let env = match self.variables(&project_dir, &dotenv, attempt) {
-            Ok(env) => env,
-            Err(e) => return sys_fail(e, &log),
-        };
-        let lookup = |s: &str| {
-            vars::expand(s, &|n| {
-                env.iter()
-                    .rev()
-                    .find(|(k, _)| k == n)
-                    .map(|(_, v)| v.clone())
-            })
-        };
-        let fallback = env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "CACHE_FALLBACK_KEY")
-            .map(|(_, v)| v.clone());
-        let cache_keys: Vec<String> = job
-            .job
-            .cache
-            .iter()
-            .map(|c| cache::key(c, &ws, &lookup))
-            .collect();
-        for (c, key) in job.job.cache.iter().zip(&cache_keys) {
-            match cache::restore(
-                c,
-                key,
-                fallback.as_deref(),
-                &self.opts.cache_dir,
-                &ws,
-                &lookup,
-            ) {
-                Ok(Some(k)) => log.info(&format!("Restored cache {k}")),
-                Ok(None) if c.policy != "push" => log.info(&format!("No cache for key {key} yet")),
-                Ok(None) => {}
-                Err(e) => log.info(&format!("WARNING: restoring cache {key} failed: {e:#}")),
-            }
-        }
-
-        // 2. The executor's lifecycle: prepare, script, after_script, cleanup.
-        let spec = JobSpec {
-            id: format!("{}-{}-{}", std::process::id(), self.index, attempt),
-            name: job.name.clone(),
-            workspace: ws.clone(),
-            scratch: scratch.clone(),
-            project_dir: project_dir.clone(),
-            env: env.clone(),
-            image: job.job.image.clone(),
-            services: job.job.services.clone(),
-            labels: vec![
-                (
-                    "org.gantry.project".to_string(),
-                    self.trigger.project.path.clone(),
-                ),
-                ("org.gantry.job-name".to_string(), job.name.clone()),
-            ],
-        };
-        let timeout = job
-            .job
-            .timeout
-            .map(Duration::from_secs)
-            .unwrap_or(self.opts.default_timeout);
-        let mut prepared = match tokio::select! {
-            r = self.executor.prepare(&spec, &log) => Some(r),
-            _ = self.cancel.cancelled() => None,
-        } {
-            None => return Attempt::Canceled { tail: tail(&log) },
-            Some(Ok(p)) => p,
-            Some(Err((e, handle))) => {
-                if let Some(mut h) = handle {
-                    h.cleanup(&log).await;
-                }
-                return sys_fail(e.to_string(), &log);
-            }
-        };
-        let mut commands = job.job.before_script.clone();
-        commands.extend(job.job.script.iter().cloned());
-        let script = render_script(&commands, &project_dir);
-        enum Outcome {
-            Exit(i32),
-            System(String),
-            Timeout,
-            Canceled,
-        }
-        let outcome = tokio::select! {
-            r = tokio::time::timeout(timeout, prepared.run(Step::Script, &script, &[], &log)) => match r {
-                Ok(Ok(code)) => Outcome::Exit(code),
-                Ok(Err(e)) => Outcome::System(e.to_string()),
-                Err(_) => Outcome::Timeout,
-            },
-            _ = self.cancel.cancelled() => Outcome::Canceled,
-        };
-        let job_status = match &outcome {
-            Outcome::Exit(0) => "success",
-            Outcome::Canceled => "canceled",
-            _ => "failed",
-        };
-        match &outcome {
-            Outcome::Timeout => log.info(&format!(
-                "ERROR: Job failed: execution took longer than {}",
-                human(timeout)
-            )),
-            Outcome::Exit(c) if *c != 0 => log.info(&format!("ERROR: Job failed: exit code {c}")),
-            Outcome::System(e) => log.info(&format!("ERROR: Job failed (system failure): {e}")),
-            _ => {}
-        }
-        if !job.job.after_script.is_empty() && !matches!(outcome, Outcome::Canceled) {
-            log.info("Running after_script");
-            let after = render_script(&job.job.after_script, &project_dir);
-            let extra = vec![("CI_JOB_STATUS".to_string(), job_status.to_string())];
-            match tokio::select! {
-                r = tokio::time::timeout(self.opts.after_script_timeout, prepared.run(Step::AfterScript, &after, &extra, &log)) => Some(r),
-                _ = self.cancel.cancelled() => None,
-            } {
-                Some(Ok(Ok(0))) | None => {}
-                Some(Ok(Ok(code))) => log.info(&format!(
-                    "WARNING: after_script failed with exit code {code}"
-                )),
-                Some(Ok(Err(e))) => log.info(&format!("WARNING: after_script failed: {e}")),
-                Some(Err(_)) => log.info(&format!(
-                    "WARNING: after_script timed out after {}",
-                    human(self.opts.after_script_timeout)
-                )),
-            }
-        }
-        prepared.cleanup(&log).await;
-        if matches!(outcome, Outcome::Canceled) {
-            log.info("Job canceled");
-            return Attempt::Canceled { tail: tail(&log) };
-        }
-        let success = matches!(outcome, Outcome::Exit(0));
-
-        // 3. Caches and artifacts.
-        for (c, key) in job.job.cache.iter().zip(&cache_keys) {
-            match cache::save(
-                c,
-                key,
-                success,
-                &self.opts.cache_dir,
-                &ws,
-                checkout,
-                &lookup,
-            ) {
-                Ok(Some(n)) => log.info(&format!("Saved cache {key} ({n} files)")),
-                Ok(None) => {}
-                Err(e) => log.info(&format!("WARNING: saving cache {key} failed: {e:#}")),
-            }
-        }
-        let mut junit = None;
-        if let Some(a) = &job.job.artifacts
-            && artifacts::wanted(a, success)
-        {
-            match artifacts::collect(&ws, a, checkout, &dir.join("artifacts"), &lookup) {
-                Ok(stored) => {
-                    log.info(&format!("Uploaded artifacts: {} files", stored.files.len()));
-                    junit = stored.junit;
-                    self.shared
-                        .artifacts
-                        .lock()
-                        .expect("artifacts")
-                        .insert(job.name.clone(), stored);
-                }
-                Err(e) => log.info(&format!("WARNING: collecting artifacts failed: {e:#}")),
-            }
-        }
-        if !self.opts.run_dir.as_os_str().is_empty() {
-            // The workspace is not needed once artifacts and caches are saved.
-            let _ = std::fs::remove_dir_all(&ws);
-        }
-        match outcome {
-            Outcome::Exit(0) => Attempt::Success {
-                tail: tail(&log),
-                junit,
-            },
-            Outcome::Exit(code) => Attempt::Failed {
-                class: FailureClass::ScriptFailure,
-                exit_code: Some(code),
-                tail: tail(&log),
-                junit,
-            },
-            Outcome::Timeout => Attempt::Failed {
-                class: FailureClass::JobExecutionTimeout,
-                exit_code: None,
-                tail: tail(&log),
-                junit,
-            },
-            Outcome::System(_) => Attempt::Failed {
-                class: FailureClass::RunnerSystemFailure,
-                exit_code: None,
-                tail: tail(&log),
-                junit,
-            },
-            Outcome::Canceled => Attempt::Canceled { tail: tail(&log) },
-        }
+        snapshot.checkout(workspace)?;
+        Ok(snapshot.files.clone())
     }
 
-    /// The job's variables, expanded, in GitLab's precedence order.
-    fn variables(
+    async fn restore_dependencies(
         &self,
-        project_dir: &str,
-        dotenv: &[(String, String)],
-        attempt: u32,
-    ) -> Result<Vec<(String, String)>, String> {
-        let job = &self.plan_job;
-        let mut ctx = JobContext::new(
-            job.name.clone(),
-            job.stage.clone(),
-            (self.index as u64 + 1) * 10 + attempt as u64,
-        );
-        ctx.project_dir = Some(project_dir.to_string());
-        ctx.builds_dir = Some(
-            std::path::Path::new(project_dir)
-                .parent()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-        );
-        ctx.image = job.job.image.as_ref().map(|i| i.name.clone());
-        ctx.manual = job.when == When::Manual;
-        ctx.timeout_secs = Some(
-            job.job
-                .timeout
-                .unwrap_or(self.opts.default_timeout.as_secs()),
-        );
-        if let Some((index, total)) = job.node {
-            ctx.parallel = Some(vars::Parallel { index, total });
+        workspace: &std::path::Path,
+        log: &LogSink,
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        let stored = self.shared.artifacts.lock().expect("artifacts").clone();
+        let mut dotenv = Vec::new();
+        for from in self.artifact_sources {
+            if let Some(s) = stored.get(from) {
+                artifacts::restore(s, workspace)
+                    .map_err(|e| anyhow::anyhow!("restoring artifacts of '{from}': {e:#}"))?;
+                log.info(&format!(
+                    "Restored artifacts of {from} ({} files)",
+                    s.files.len()
+                ));
+                dotenv.extend(s.dotenv.iter().cloned());
+            }
         }
-        if let Some(env) = &job.job.environment {
-            ctx.environment = Some(vars::JobEnvironment {
-                name: env.name.clone(),
-                url: env.url.clone(),
-                action: Some(env.action.clone()),
-                tier: env.deployment_tier.clone(),
-            });
-        }
-        let mut set = VarSet::with_predefined(&self.trigger, &Default::default(), Some(&ctx));
-        set.push(
-            Layer::Job,
-            job.variables.iter().map(|v| {
-                Var::new(v.name.clone(), v.value.clone(), vars::Phase::Pipeline).with_raw(v.raw)
-            }),
-        );
-        set.push_pairs(
-            Layer::Dotenv,
-            dotenv.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        );
-        set.push_pairs(
-            Layer::Pipeline,
-            self.trigger
-                .variables
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        );
-        set.push(
-            Layer::Pipeline,
-            self.opts.secrets.iter().map(|(k, v)| {
-                Var::new(k.clone(), v.clone(), vars::Phase::Pipeline).with_masked(true)
-            }),
-        );
-        set.expand_all()
-            .map(|vars| vars.into_iter().map(|v| (v.name, v.value)).collect())
-            .map_err(|e| format!("variables reference each other in a loop: {e}"))
+        Ok(dotenv)
     }
-}
 
-enum Attempt {
-    Success {
-        tail: Vec<String>,
-        junit: Option<artifacts::JunitSummary>,
-    },
-    Failed {
-        class: FailureClass,
-        exit_code: Option<i32>,
-        tail: Vec<String>,
-        junit: Option<artifacts::JunitSummary>,
-    },
-    Canceled {
-        tail: Vec<String>,
-    },
-}
-
-fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 3600 {
-        format!("{}h {}m", s / 3600, (s % 3600) / 60)
-    } else if s >= 60 {
-        format!("{}m {}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
+    async fn store_artifacts(&self, stored: &Stored, _log: &LogSink) -> anyhow::Result<()> {
+        self.shared
+            .artifacts
+            .lock()
+            .expect("artifacts")
+            .insert(self.name.to_string(), stored.clone());
+        Ok(())
     }
 }

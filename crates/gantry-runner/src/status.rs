@@ -31,6 +31,17 @@ impl FailureClass {
     }
 }
 
+impl From<gantry_api::FailureReason> for FailureClass {
+    fn from(r: gantry_api::FailureReason) -> FailureClass {
+        use gantry_api::FailureReason as R;
+        match r {
+            R::ScriptFailure => FailureClass::ScriptFailure,
+            R::JobExecutionTimeout | R::StuckOrTimeoutFailure => FailureClass::JobExecutionTimeout,
+            _ => FailureClass::RunnerSystemFailure,
+        }
+    }
+}
+
 /// Why a job was skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkipReason {
