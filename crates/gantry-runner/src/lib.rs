@@ -11,12 +11,15 @@
 //! - [`artifacts`], [`cache`]: what moves between jobs and between runs.
 //! - [`mask`], [`log`]: secrets masked in every byte of output.
 
+pub mod agent;
 pub mod artifacts;
 pub mod cache;
 pub mod executor;
 pub mod fsutil;
+pub mod job;
 pub mod log;
 pub mod mask;
 pub mod runtime;
 pub mod status;
+pub mod tarball;
 pub mod workspace;
