@@ -30,6 +30,8 @@ enum Command {
     Run(Box<cmd::run::Args>),
     /// Print a JSON Schema of the pipeline file for editors.
     Schema,
+    /// Run the server's jobs on this machine (registers once, then takes pushed jobs).
+    Agent(Box<cmd::agent::Args>),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Plan(a) => cmd::plan::run(a),
         Command::Run(a) => cmd::run::run(*a),
         Command::Schema => cmd::schema::run(),
+        Command::Agent(a) => cmd::agent::run(*a),
     };
     match result {
         Ok(code) => code,
