@@ -1,1 +1,21 @@
-//! placeholder
+//! # gantry-engine
+//!
+//! The server's orchestration, below HTTP and above the store:
+//! - [`engine`]: [`Engine`]: projects, pipelines (create from a ref, cancel, retry, child
+//!   pipelines, auto-cancel), jobs (retry, play, cancel), agents (register, connect, results,
+//!   leases) and the ticker. Its module doc draws the flow.
+//! - [`dag`]: pure decisions: which job runs next, the pipeline's status.
+//! - [`dispatch`]: who is online and which pending job goes to which agent, in memory.
+//! - [`git`]: a bare mirror per project (fetch, read a file at a commit, archives), and the
+//!   pipeline resolver's `Fetcher` on it.
+//! - [`token`]: random tokens, stored hashed.
+
+pub mod dag;
+pub mod dispatch;
+pub mod engine;
+pub mod error;
+pub mod git;
+pub mod token;
+
+pub use engine::{Caller, Engine, EngineConfig};
+pub use error::{EngineError, Result};

@@ -1,1 +1,59 @@
-//! placeholder
+//! # gantry-server
+//!
+//! The server's HTTP face, on axum. One table, [`routes::ROUTES`], lists every endpoint with
+//! its method, path, who may call it and what it does; the router and the OpenAPI document
+//! (`GET /api/v1/openapi.json`) are both built from it, so they cannot drift apart.
+//!
+//! - [`routes`]: the table and the handlers: REST under `/api/v1` ([`routes::api`]), the
+//!   agent's WebSocket ([`routes::agent_ws`]), logs whole, by range and live over SSE
+//!   ([`routes::logs`]), artifacts, caches and sources ([`routes::files`]), `/metrics`.
+//! - [`auth`]: bearer tokens to callers; [`error`]: errors as JSON with a code.
+
+pub mod auth;
+pub mod error;
+pub mod routes;
+
+use gantry_engine::Engine;
+use std::sync::Arc;
+
+/// What every handler gets.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub metrics: Arc<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = routes::router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The process-wide Prometheus recorder (installed once).
+pub fn metrics_handle() -> Arc<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Arc<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "gantry_job_pickup_seconds".into(),
+                    ),
+                    &[0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0],
+                )
+                .expect("buckets are valid")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may be installed already (tests): then ours stays unused.
+            let _ = metrics::set_global_recorder(recorder);
+            Arc::new(handle)
+        })
+        .clone()
+}

@@ -1,0 +1,85 @@
+//! Errors as the API returns them: a status and `{"code": …, "message": …}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use gantry_api::rest::ApiError;
+use gantry_engine::EngineError;
+
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl HttpError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> HttpError {
+        HttpError {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthorized() -> HttpError {
+        HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid token is required: send 'Authorization: Bearer <token>' (the administrator's token is in the server's data directory, file admin-token)",
+        )
+    }
+
+    pub fn forbidden(what: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::FORBIDDEN, "forbidden", what)
+    }
+
+    pub fn bad_request(what: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::BAD_REQUEST, "bad_request", what)
+    }
+
+    pub fn not_found(what: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+}
+
+impl From<EngineError> for HttpError {
+    fn from(e: EngineError) -> HttpError {
+        let status = match &e {
+            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            EngineError::Conflict(_) => StatusCode::CONFLICT,
+            EngineError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            EngineError::Git(_) => StatusCode::BAD_GATEWAY,
+            EngineError::Store(s) if s.is_full() => StatusCode::INSUFFICIENT_STORAGE,
+            EngineError::Store(gantry_store::StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
+            EngineError::Store(gantry_store::StoreError::Conflict(_)) => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!("{e}");
+        }
+        HttpError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<gantry_store::StoreError> for HttpError {
+    fn from(e: gantry_store::StoreError) -> HttpError {
+        HttpError::from(EngineError::from(e))
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ApiError {
+                code: self.code,
+                message: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, HttpError>;

@@ -1,0 +1,234 @@
+//! The route table: every endpoint once, with who may call it. The router and the OpenAPI
+//! document are both made from it.
+
+pub mod agent_ws;
+pub mod api;
+pub mod files;
+pub mod logs;
+pub mod meta;
+
+use crate::AppState;
+use axum::Router;
+use axum::routing::{MethodRouter, get, post, put};
+use serde_json::{Map, Value, json};
+
+/// Who may call an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Nobody needs a token (health, the API's own description).
+    Public,
+    /// The administrator's token.
+    Admin,
+    /// The registration token, in the body.
+    Registration,
+    /// An agent's token.
+    Agent,
+    /// A running job's token (its own job, or jobs of its pipeline for artifacts), or the
+    /// administrator's.
+    Job,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+    pub summary: &'static str,
+    /// The JSON body it takes, by `gantry_api::rest` type name.
+    pub body: Option<&'static str>,
+}
+
+const fn r(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    summary: &'static str,
+    body: Option<&'static str>,
+) -> Route {
+    Route {
+        method,
+        path,
+        access,
+        summary,
+        body,
+    }
+}
+
+use Access::*;
+
+pub const ROUTES: &[Route] = &[
+    r("GET", "/healthz", Public, "Liveness: 200 when the server answers", None),
+    r("GET", "/metrics", Public, "Prometheus metrics: queue, pickup latency, jobs by state, agents online", None),
+    r("GET", "/api/v1/openapi.json", Public, "This API's OpenAPI document", None),
+    r("POST", "/api/v1/projects", Admin, "Register a project (git URL, credentials, default branch, pipeline file)", Some("ProjectCreate")),
+    r("GET", "/api/v1/projects", Admin, "List projects", None),
+    r("GET", "/api/v1/projects/{project}", Admin, "A project, by id or URL-encoded path", None),
+    r("POST", "/api/v1/projects/{project}/pipelines", Admin, "Create a pipeline for a ref or commit, with variables", Some("PipelineCreate")),
+    r("GET", "/api/v1/projects/{project}/pipelines", Admin, "A project's pipelines, newest first", None),
+    r("GET", "/api/v1/pipelines", Admin, "All pipelines, newest first", None),
+    r("GET", "/api/v1/pipelines/{id}", Admin, "A pipeline with its jobs (every attempt)", None),
+    r("POST", "/api/v1/pipelines/{id}/cancel", Admin, "Cancel every unfinished job", None),
+    r("POST", "/api/v1/pipelines/{id}/retry", Admin, "Retry the failed, canceled and skipped jobs", None),
+    r("GET", "/api/v1/pipelines/{id}/jobs", Admin, "A pipeline's jobs", None),
+    r("GET", "/api/v1/jobs/{id}", Admin, "A job", None),
+    r("POST", "/api/v1/jobs/{id}/retry", Admin, "Run a finished job again as a new attempt", None),
+    r("POST", "/api/v1/jobs/{id}/play", Admin, "Play a manual job", Some("Actor")),
+    r("POST", "/api/v1/jobs/{id}/cancel", Admin, "Cancel a job", None),
+    r("GET", "/api/v1/jobs/{id}/log", Admin, "The job's log, whole or by byte range (Range: bytes=a-b)", None),
+    r("GET", "/api/v1/jobs/{id}/log/stream", Admin, "The job's log live, as server-sent events; resumes from Last-Event-ID", None),
+    r("GET", "/api/v1/jobs/{id}/artifacts", Job, "The job's artifacts archive (tar)", None),
+    r("PUT", "/api/v1/jobs/{id}/artifacts", Job, "Upload the running job's artifacts archive (tar)", None),
+    r("GET", "/api/v1/jobs/{id}/source", Job, "The running job's commit as a tar", None),
+    r("GET", "/api/v1/jobs/{id}/cache/{key}", Job, "A cache archive of the job's project", None),
+    r("PUT", "/api/v1/jobs/{id}/cache/{key}", Job, "Upload a cache archive for the job's project", None),
+    r("GET", "/api/v1/agents", Admin, "List agents, online or not, with their running jobs", None),
+    r("POST", "/api/v1/agents/register", Registration, "Register an agent with the registration token", Some("RegisterRequest")),
+    r("GET", "/api/v1/agents/connect", Agent, "The agent's WebSocket: jobs pushed, logs and results back", None),
+];
+
+fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
+    match (method, path) {
+        ("GET", "/healthz") => get(meta::healthz),
+        ("GET", "/metrics") => get(meta::metrics),
+        ("GET", "/api/v1/openapi.json") => get(meta::openapi),
+        ("POST", "/api/v1/projects") => post(api::create_project),
+        ("GET", "/api/v1/projects") => get(api::list_projects),
+        ("GET", "/api/v1/projects/{project}") => get(api::get_project),
+        ("POST", "/api/v1/projects/{project}/pipelines") => post(api::create_pipeline),
+        ("GET", "/api/v1/projects/{project}/pipelines") => get(api::project_pipelines),
+        ("GET", "/api/v1/pipelines") => get(api::list_pipelines),
+        ("GET", "/api/v1/pipelines/{id}") => get(api::get_pipeline),
+        ("POST", "/api/v1/pipelines/{id}/cancel") => post(api::cancel_pipeline),
+        ("POST", "/api/v1/pipelines/{id}/retry") => post(api::retry_pipeline),
+        ("GET", "/api/v1/pipelines/{id}/jobs") => get(api::pipeline_jobs),
+        ("GET", "/api/v1/jobs/{id}") => get(api::get_job),
+        ("POST", "/api/v1/jobs/{id}/retry") => post(api::retry_job),
+        ("POST", "/api/v1/jobs/{id}/play") => post(api::play_job),
+        ("POST", "/api/v1/jobs/{id}/cancel") => post(api::cancel_job),
+        ("GET", "/api/v1/jobs/{id}/log") => get(logs::whole),
+        ("GET", "/api/v1/jobs/{id}/log/stream") => get(logs::stream),
+        ("GET", "/api/v1/jobs/{id}/artifacts") => get(files::get_artifacts),
+        ("PUT", "/api/v1/jobs/{id}/artifacts") => put(files::put_artifacts),
+        ("GET", "/api/v1/jobs/{id}/source") => get(files::source),
+        ("GET", "/api/v1/jobs/{id}/cache/{key}") => get(files::get_cache),
+        ("PUT", "/api/v1/jobs/{id}/cache/{key}") => put(files::put_cache),
+        ("GET", "/api/v1/agents") => get(api::list_agents),
+        ("POST", "/api/v1/agents/register") => post(api::register_agent),
+        ("GET", "/api/v1/agents/connect") => get(agent_ws::connect),
+        _ => unreachable!("every route of the table has a handler: {method} {path}"),
+    }
+}
+
+/// The router, from [`ROUTES`].
+pub fn router(state: AppState) -> Router {
+    let mut by_path: Vec<(&str, MethodRouter<AppState>)> = Vec::new();
+    for route in ROUTES {
+        let h = handler(route.method, route.path);
+        match by_path.iter_mut().find(|(p, _)| *p == route.path) {
+            Some((_, mr)) => *mr = std::mem::take(mr).merge(h),
+            None => by_path.push((route.path, h)),
+        }
+    }
+    let mut router = Router::new();
+    for (path, mr) in by_path {
+        router = router.route(path, mr);
+    }
+    router
+        .fallback(|| async {
+            crate::error::HttpError::not_found(
+                "no such endpoint: see GET /api/v1/openapi.json for the API",
+            )
+        })
+        .with_state(state)
+}
+
+/// The OpenAPI 3.1 document of [`ROUTES`].
+pub fn openapi() -> Value {
+    let mut paths = Map::new();
+    for route in ROUTES {
+        let params: Vec<Value> = route
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut op = json!({
+            "summary": route.summary,
+            "operationId": format!("{} {}", route.method.to_lowercase(), route.path),
+            "x-access": format!("{:?}", route.access).to_lowercase(),
+            "responses": {
+                "default": {
+                    "description": "an error",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ApiError"}}}
+                },
+                "2XX": {"description": "success"}
+            }
+        });
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
+        }
+        if route.access != Public && route.access != Registration {
+            op["security"] = json!([{"bearer": []}]);
+        }
+        if let Some(body) = route.body {
+            op["requestBody"] = json!({
+                "required": body != "Actor",
+                "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}}
+            });
+        }
+        let entry = paths
+            .entry(route.path.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        entry[route.method.to_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Gantry", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "ApiError": {"type": "object", "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
+                "ProjectCreate": {"type": "object", "required": ["path", "git_url"],
+                    "properties": {"path": {"type": "string"}, "git_url": {"type": "string"},
+                        "default_branch": {"type": "string"}, "pipeline_file": {"type": "string"},
+                        "username": {"type": "string"}, "password": {"type": "string"}, "ssh_key": {"type": "string"}}},
+                "PipelineCreate": {"type": "object",
+                    "properties": {"ref": {"type": "string"}, "sha": {"type": "string"},
+                        "variables": {"type": "array", "items": {"type": "object", "required": ["key", "value"],
+                            "properties": {"key": {"type": "string"}, "value": {"type": "string"}}}}}},
+                "Actor": {"type": "object", "properties": {"user": {"type": "string"}}},
+                "RegisterRequest": {"type": "object",
+                    "required": ["token", "name", "run_untagged", "executor", "concurrency", "version"],
+                    "properties": {"token": {"type": "string"}, "name": {"type": "string"},
+                        "tags": {"type": "array", "items": {"type": "string"}}, "run_untagged": {"type": "boolean"},
+                        "executor": {"type": "string", "enum": ["shell", "docker"]},
+                        "concurrency": {"type": "integer"}, "version": {"type": "string"}}}
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_has_a_handler_and_a_documented_body() {
+        for route in ROUTES {
+            let _ = handler(route.method, route.path);
+            if let Some(b) = route.body {
+                assert!(openapi()["components"]["schemas"][b].is_object(), "{b}");
+            }
+        }
+        let doc = openapi();
+        let n: usize = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_object().unwrap().len())
+            .sum();
+        assert_eq!(n, ROUTES.len());
+    }
+}
