@@ -74,7 +74,11 @@ impl Upstream {
 /// The decision for every job in `Created` (others get `Wait`), in one linear pass plus the
 /// `needs` lists.
 pub fn decide(nodes: &[Node<'_>]) -> Vec<Decision> {
-    let stages = nodes.iter().map(|n| n.def.stage_index + 1).max().unwrap_or(0);
+    let stages = nodes
+        .iter()
+        .map(|n| n.def.stage_index + 1)
+        .max()
+        .unwrap_or(0);
     let mut per_stage = vec![
         Upstream {
             done: true,
@@ -310,12 +314,22 @@ mod tests {
         let d = decide(&nodes(&defs, &[Failed, Created, Created, Created]));
         assert_eq!(
             d,
-            [Decision::Wait, Decision::Skip, Decision::Enqueue, Decision::Enqueue]
+            [
+                Decision::Wait,
+                Decision::Skip,
+                Decision::Enqueue,
+                Decision::Enqueue
+            ]
         );
         let d = decide(&nodes(&defs, &[Success, Created, Created, Created]));
         assert_eq!(
             d,
-            [Decision::Wait, Decision::Enqueue, Decision::Skip, Decision::Enqueue]
+            [
+                Decision::Wait,
+                Decision::Enqueue,
+                Decision::Skip,
+                Decision::Enqueue
+            ]
         );
         let st = [Failed, Skipped, Success, Success];
         assert_eq!(pipeline_status(&nodes(&defs, &st)), PipelineStatus::Failed);
@@ -336,18 +350,27 @@ mod tests {
 
     #[test]
     fn blocking_manual_jobs_hold_the_pipeline() {
-        let mut defs = [def("deploy", 0, When::Manual), def("after", 1, When::OnSuccess)];
+        let mut defs = [
+            def("deploy", 0, When::Manual),
+            def("after", 1, When::OnSuccess),
+        ];
         let d = decide(&nodes(&defs, &[Created, Created]));
         assert_eq!(d[0], Decision::Manual);
         // allow_failure: true (the default for manual jobs): the pipeline goes on.
-        assert_eq!(decide(&nodes(&defs, &[Manual, Created]))[1], Decision::Enqueue);
+        assert_eq!(
+            decide(&nodes(&defs, &[Manual, Created]))[1],
+            Decision::Enqueue
+        );
         defs[0].allow_failure = AllowFailure::Bool(false);
         assert_eq!(decide(&nodes(&defs, &[Manual, Created]))[1], Decision::Wait);
         assert_eq!(
             pipeline_status(&nodes(&defs, &[Manual, Created])),
             PipelineStatus::Manual
         );
-        assert_eq!(decide(&nodes(&defs, &[Success, Created]))[1], Decision::Enqueue);
+        assert_eq!(
+            decide(&nodes(&defs, &[Success, Created]))[1],
+            Decision::Enqueue
+        );
     }
 
     #[test]

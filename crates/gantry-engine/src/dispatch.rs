@@ -161,10 +161,7 @@ impl Dispatcher {
                 format!("no online agent has tags [{}]", q.tags.join(", "))
             });
         }
-        Some(format!(
-            "all {} matching agent(s) are busy",
-            matching.len()
-        ))
+        Some(format!("all {} matching agent(s) are busy", matching.len()))
     }
 
     /// Sends to an agent if it is online.
@@ -208,12 +205,18 @@ mod tests {
         assert_eq!(d.waiting_reason(1).unwrap(), "no agent is online");
         d.agents.insert(10, online(&["linux"], true, 1));
         assert!(d.assign().is_empty());
-        assert_eq!(d.waiting_reason(1).unwrap(), "no online agent has tags [gpu]");
+        assert_eq!(
+            d.waiting_reason(1).unwrap(),
+            "no online agent has tags [gpu]"
+        );
         d.enqueue(q(2, &[], None));
         d.enqueue(q(3, &["linux"], None));
         let got: Vec<(i64, i64)> = d.assign().iter().map(|(q, a)| (q.job_id, *a)).collect();
         assert_eq!(got, [(2, 10)], "oldest matching job first, one slot");
-        assert_eq!(d.waiting_reason(3).unwrap(), "all 1 matching agent(s) are busy");
+        assert_eq!(
+            d.waiting_reason(3).unwrap(),
+            "all 1 matching agent(s) are busy"
+        );
         d.release(2);
         assert_eq!(d.assign().len(), 1);
 
@@ -224,7 +227,11 @@ mod tests {
         d.enqueue(q(4, &["gpu"], Some("prod")));
         d.enqueue(q(5, &["gpu"], Some("prod")));
         assert_eq!(d.assign().len(), 1);
-        assert!(d.waiting_reason(5).unwrap().contains("resource_group 'prod', held by job 4"));
+        assert!(
+            d.waiting_reason(5)
+                .unwrap()
+                .contains("resource_group 'prod', held by job 4")
+        );
         d.release(4);
         assert_eq!(d.assign()[0].0.job_id, 5);
     }

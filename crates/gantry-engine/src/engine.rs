@@ -162,7 +162,10 @@ impl Engine {
     }
 
     fn dispatcher(&self) -> std::sync::MutexGuard<'_, Dispatcher> {
-        self.inner.dispatch.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .dispatch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     async fn recover(&self) -> Result<()> {
@@ -187,7 +190,8 @@ impl Engine {
         for j in self.inner.db.expired_leases(now).await? {
             tracing::warn!(job = j.id, "lease expired");
             if let Some(agent) = j.agent_id {
-                self.dispatcher().send(agent, ServerMsg::Cancel { job_id: j.id });
+                self.dispatcher()
+                    .send(agent, ServerMsg::Cancel { job_id: j.id });
             }
             let end = JobEnd {
                 log_size: self.log_len(j.id),
@@ -237,7 +241,11 @@ impl Engine {
     }
 
     pub async fn agent_by_token(&self, token: &str) -> Result<Option<AgentRow>> {
-        Ok(self.inner.db.agent_by_token_hash(&hash_token(token)).await?)
+        Ok(self
+            .inner
+            .db
+            .agent_by_token_hash(&hash_token(token))
+            .await?)
     }
 
     // ---- projects -------------------------------------------------------------------------
@@ -281,9 +289,11 @@ impl Engine {
     pub async fn create_project(&self, req: ProjectCreate) -> Result<rest::Project> {
         let path = req.path.trim().trim_matches('/').to_string();
         if path.is_empty()
-            || !path
-                .split('/')
-                .all(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+            || !path.split('/').all(|s| {
+                !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            })
         {
             return Err(EngineError::BadRequest(format!(
                 "project path '{}' is not valid: use letters, digits, '-', '_', '.', and '/' between groups (e.g. 'team/app')",
@@ -485,7 +495,11 @@ impl Engine {
         parent_job: Option<i64>,
     ) -> Result<()> {
         let this = self.clone();
-        let (name, text, sha) = (name.to_string(), text.to_string(), trigger.commit.sha.clone());
+        let (name, text, sha) = (
+            name.to_string(),
+            text.to_string(),
+            trigger.commit.sha.clone(),
+        );
         let t2 = trigger.clone();
         let planned = blocking(move || {
             let lookup = |path: &str| -> Option<Arc<Mirror>> {
@@ -582,7 +596,12 @@ impl Engine {
     }
 
     fn project_info(&self, p: &ProjectRow) -> ProjectInfo {
-        let server = self.inner.config.external_url.trim_end_matches('/').to_string();
+        let server = self
+            .inner
+            .config
+            .external_url
+            .trim_end_matches('/')
+            .to_string();
         ProjectInfo {
             id: p.id as u64,
             path: p.path.clone(),
@@ -819,7 +838,11 @@ impl Engine {
         Ok(())
     }
 
-    async fn start_child(&self, job: &JobRow, child: &gantry_api::job::ChildPipeline) -> Result<()> {
+    async fn start_child(
+        &self,
+        job: &JobRow,
+        child: &gantry_api::job::ChildPipeline,
+    ) -> Result<()> {
         if !self.inner.db.start_job_in_server(job.id).await? {
             return Ok(());
         }
@@ -859,8 +882,16 @@ impl Engine {
             ));
         }
         let mirror = self.mirror(project.id).await?;
-        self.plan_into(id, &project, mirror, "(child pipeline)", &text, trigger, Some(job.id))
-            .await?;
+        self.plan_into(
+            id,
+            &project,
+            mirror,
+            "(child pipeline)",
+            &text,
+            trigger,
+            Some(job.id),
+        )
+        .await?;
         let child_row = self.inner.db.pipeline(id).await?;
         if !child.depend {
             let end = match child_row.map(|r| r.errors.is_some()) {
@@ -1045,7 +1076,10 @@ impl Engine {
             let new_id = self.inner.db.retry_job(j.id, &next_attempt(&j)).await?;
             for other in &jobs {
                 if other.status == JobStatus::Skipped && down.contains(&other.name.as_str()) {
-                    self.inner.db.retry_job(other.id, &next_attempt(other)).await?;
+                    self.inner
+                        .db
+                        .retry_job(other.id, &next_attempt(other))
+                        .await?;
                 }
             }
             self.inner
@@ -1135,7 +1169,11 @@ impl Engine {
             .send(agent, ServerMsg::Job(Box::new(payload)));
         if !sent {
             // The agent went away between matching and sending: the job goes back.
-            tracing::info!(job = j.id, agent, "agent gone before the job was sent; requeued");
+            tracing::info!(
+                job = j.id,
+                agent,
+                "agent gone before the job was sent; requeued"
+            );
             if self
                 .inner
                 .db
@@ -1166,8 +1204,9 @@ impl Engine {
             .pipeline(j.pipeline_id)
             .await?
             .ok_or_else(|| EngineError::not_found("pipeline"))?;
-        let mut trigger: Trigger = serde_json::from_str(&p.trigger_json)
-            .map_err(|e| EngineError::Internal(format!("stored trigger of pipeline {}: {e}", p.id)))?;
+        let mut trigger: Trigger = serde_json::from_str(&p.trigger_json).map_err(|e| {
+            EngineError::Internal(format!("stored trigger of pipeline {}: {e}", p.id))
+        })?;
         // Only the planner needs these; they can be large.
         trigger.files = None;
         trigger.changed_files = None;
@@ -1335,7 +1374,9 @@ impl Engine {
             version,
         } = hello
         else {
-            return Err(EngineError::BadRequest("the first message must be hello".into()));
+            return Err(EngineError::BadRequest(
+                "the first message must be hello".into(),
+            ));
         };
         self.inner
             .db
@@ -1485,7 +1526,8 @@ impl Engine {
 
     async fn job_finished(&self, agent_id: i64, f: Finished) -> Result<()> {
         let Some(j) = self.inner.db.job(f.job_id).await? else {
-            self.dispatcher().send(agent_id, ServerMsg::FinishedAck { job_id: f.job_id });
+            self.dispatcher()
+                .send(agent_id, ServerMsg::FinishedAck { job_id: f.job_id });
             return Ok(());
         };
         if j.agent_id != Some(agent_id) {
@@ -1560,9 +1602,7 @@ fn next_attempt(j: &JobRow) -> NewJob {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| EngineError::Internal(format!("a blocking task failed: {e}")))?

@@ -17,8 +17,12 @@ pub struct Admin;
 
 pub fn bearer(parts: &Parts) -> Option<String> {
     let h = &parts.headers;
-    if let Some(v) = h.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())
-        && let Some(t) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))
+    if let Some(v) = h
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        && let Some(t) = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
     {
         return Some(t.trim().to_string());
     }
@@ -33,7 +37,10 @@ pub fn bearer(parts: &Parts) -> Option<String> {
 impl FromRequestParts<AppState> for Auth {
     type Rejection = HttpError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(HttpError::unauthorized)?;
         match state.engine.authenticate(&token).await? {
             Some(c) => Ok(Auth(c)),
@@ -45,7 +52,10 @@ impl FromRequestParts<AppState> for Auth {
 impl FromRequestParts<AppState> for Admin {
     type Rejection = HttpError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         match Auth::from_request_parts(parts, state).await?.0 {
             Caller::Admin => Ok(Admin),
             _ => Err(HttpError::forbidden(

@@ -43,10 +43,10 @@ pub fn metrics_handle() -> Arc<metrics_exporter_prometheus::PrometheusHandle> {
         .get_or_init(|| {
             let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
                 .set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full(
-                        "gantry_job_pickup_seconds".into(),
-                    ),
-                    &[0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0],
+                    metrics_exporter_prometheus::Matcher::Full("gantry_job_pickup_seconds".into()),
+                    &[
+                        0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+                    ],
                 )
                 .expect("buckets are valid")
                 .build_recorder();

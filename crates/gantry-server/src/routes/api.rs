@@ -29,7 +29,10 @@ pub async fn create_project(
     State(s): State<AppState>,
     Json(req): Json<ProjectCreate>,
 ) -> ApiResult<(StatusCode, Json<Project>)> {
-    Ok((StatusCode::CREATED, Json(s.engine.create_project(req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.engine.create_project(req).await?),
+    ))
 }
 
 pub async fn list_projects(
@@ -163,5 +166,8 @@ pub async fn register_agent(
     State(s): State<AppState>,
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
-    Ok((StatusCode::CREATED, Json(s.engine.register_agent(req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.engine.register_agent(req).await?),
+    ))
 }

@@ -46,7 +46,9 @@ async fn store(s: &AppState, key: String, body: Body) -> ApiResult<u64> {
     let mut sync = tokio_util::io::SyncIoBridge::new(reader);
     let size = tokio::task::spawn_blocking(move || blobs.put(&key, &mut sync))
         .await
-        .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+        .map_err(|e| {
+            HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
     Ok(size)
 }
 

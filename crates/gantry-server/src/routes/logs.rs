@@ -127,7 +127,9 @@ pub struct StreamQuery {
 async fn piece(s: &AppState, job: i64, start: u64, end: u64) -> Result<Vec<u8>, String> {
     let logs = s.engine.logs().clone();
     tokio::task::spawn_blocking(move || {
-        let mut r = logs.read(job, start, Some(end)).map_err(|e| e.to_string())?;
+        let mut r = logs
+            .read(job, start, Some(end))
+            .map_err(|e| e.to_string())?;
         let mut out = Vec::with_capacity((end - start) as usize);
         r.read_to_end(&mut out).map_err(|e| e.to_string())?;
         Ok(out)
@@ -247,8 +249,16 @@ mod tests {
     #[test]
     fn utf8_boundaries() {
         let s = "héllo".as_bytes();
-        assert_eq!(utf8_cut(&s[..2]), 1, "a cut inside é waits for its second byte");
+        assert_eq!(
+            utf8_cut(&s[..2]),
+            1,
+            "a cut inside é waits for its second byte"
+        );
         assert_eq!(utf8_cut(s), s.len());
-        assert_eq!(utf8_cut(b"\xff\xfeabc"), 5, "invalid bytes are not held back");
+        assert_eq!(
+            utf8_cut(b"\xff\xfeabc"),
+            5,
+            "invalid bytes are not held back"
+        );
     }
 }
