@@ -1,169 +1,261 @@
-//! The blob store: artifacts, caches and other archives, by key (`artifacts/12.tar`,
-//! `caches/3/deps-1a2b.tar`).
+//! The blob store: artifacts, caches, sources and other archives, by key
+//! (`artifacts/12.tar`, `caches/3/deps-1a2b.tar`, `sources/5/4f2c….tar`).
 //!
-//! [`BlobStore`] is synchronous and object-safe: callers run it on blocking threads
-//! (`spawn_blocking`), which is where file and object-storage I/O belongs anyway, and the
-//! server holds an `Arc<dyn BlobStore>` so that an S3 implementation can replace the
-//! directory one without touching callers.
+//! # Why a synchronous trait
 //!
-//! [`FsBlobStore`], the embedded default, keeps a blob as a file under its directory. A put
-//! writes a temporary file next to the target, syncs it and renames it over the target: a
-//! reader sees the old blob or the new one, never half of one, and a failed put (a full
-//! disk) leaves the old blob as it was.
+//! [`BlobStore`] is synchronous and object-safe: the server holds an `Arc<dyn BlobStore>`
+//! (so that an object-storage implementation can replace the directory one without touching
+//! callers) and runs its calls on blocking threads (`tokio::task::spawn_blocking`), which is
+//! where file I/O belongs anyway. Async methods in a trait (`-> impl Future`) are not
+//! object-safe, and boxing every future (`Pin<Box<dyn Future>>`) would buy nothing here:
+//! the file system has no async API underneath, tokio's own `fs` runs on the same blocking
+//! threads.
+//!
+//! # On disk
+//!
+//! [`FsBlobStore`] keeps a blob as the file `{root}/{key}`. A put writes a new file under
+//! `{root}/.tmp/` (the same file system, so the rename below is atomic), syncs it, renames it
+//! over the target and syncs the target's folder: a reader sees the old blob or the new one,
+//! never half of one, and a failed put (a full disk, a broken upload) leaves the old blob as
+//! it was and no partial file anywhere a key can name. `.tmp/` is emptied when a store opens
+//! (what a crash left there) and is not a valid first segment of a key. Folders are never
+//! removed (a delete racing a put into the same folder would break the put's rename); they
+//! are few: one per kind of blob and per project.
 
 use crate::{Result, StoreError};
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Where puts write before they rename; not a valid key.
+const TMP: &str = ".tmp";
+
+/// Blobs by key. Every method blocks: call from `spawn_blocking`.
 pub trait BlobStore: Send + Sync + std::fmt::Debug {
-    /// Stores everything `data` yields under `key`, replacing any blob there; returns its size.
+    /// Stores everything `data` yields under `key`, replacing any blob there, and returns the
+    /// size. Atomic: on any error the previous blob (or its absence) is as it was.
     fn put(&self, key: &str, data: &mut dyn Read) -> Result<u64>;
-    /// Reads a blob; `StoreError::NotFound` when there is none.
+
+    /// Stores the file at `path` under `key` (see [`BlobStore::put`]); the file is left
+    /// where it is.
+    fn put_file(&self, key: &str, path: &Path) -> Result<u64> {
+        let mut f = File::open(path).map_err(|e| StoreError::Io {
+            what: format!("opening {} to store it as {key}", path.display()),
+            source: e,
+        })?;
+        self.put(key, &mut f)
+    }
+
+    /// Reads a blob; [`StoreError::NotFound`] when there is none.
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>>;
+
     /// The blob's size, `None` when there is none.
     fn size(&self, key: &str) -> Result<Option<u64>>;
+
+    fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.size(key)?.is_some())
+    }
+
     /// Removes a blob; removing a missing one is not an error.
     fn delete(&self, key: &str) -> Result<()>;
-    /// Keys that start with `prefix` (a folder such as `caches/3/`), sorted.
+
+    /// The keys that start with `prefix` (such as `caches/3/`, or `""` for all), sorted.
     fn list(&self, prefix: &str) -> Result<Vec<String>>;
 }
 
-#[derive(Debug, Clone)]
-pub struct FsBlobStore {
-    root: PathBuf,
-}
-
-/// Checks that a key is a relative path of plain names: no `..`, no absolute paths, no NUL,
-/// no empty segments.
+/// Checks that a key is a relative path of plain names separated by `/`: not empty, no
+/// `..` or `.` segment, no leading or doubled `/`, no NUL or backslash, and not under the
+/// store's own `.tmp/`.
 pub fn check_key(key: &str) -> Result<()> {
     let bad = key.is_empty()
-        || key.contains('\0')
-        || key.starts_with('/')
-        || key.ends_with('/')
-        || key.split('/').any(|s| s.is_empty() || s == "." || s == "..")
-        || Path::new(key)
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_)));
+        || key.len() > 1024
+        || key.contains(['\0', '\\'])
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        || key.split('/').next() == Some(TMP);
     if bad {
         return Err(StoreError::Conflict(format!(
-            "'{key}' is not a valid blob key: use relative names separated by '/'"
+            "{key:?} is not a valid blob key: use relative names separated by '/', without '..'"
         )));
     }
     Ok(())
 }
 
+/// The embedded blob store: one file per blob under a folder.
+#[derive(Debug)]
+pub struct FsBlobStore {
+    root: PathBuf,
+    /// Names temporary files uniquely within this process (the pid covers the others).
+    counter: AtomicU64,
+}
+
 impl FsBlobStore {
-    /// A store in `root`, created if missing. Left-over temporary files of puts that were
-    /// interrupted (a crash) are removed.
+    /// A store in `root`, created if missing. Temporary files of puts that a crash
+    /// interrupted are removed, so open one store per folder, once, at start-up.
     pub fn open(root: impl Into<PathBuf>) -> Result<FsBlobStore> {
         let root = root.into();
-        fs::create_dir_all(&root).map_err(|e| StoreError::io("creating the blob store", &root, e))?;
-        let store = FsBlobStore { root };
-        store.remove_temporaries(&store.root.clone());
-        Ok(store)
-    }
-
-    fn remove_temporaries(&self, dir: &Path) {
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                self.remove_temporaries(&p);
-            } else if p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(".tmp-"))
-            {
-                let _ = fs::remove_file(&p);
+        let tmp = root.join(TMP);
+        fs::create_dir_all(&tmp)
+            .map_err(|e| StoreError::io("creating the blob store", &root, e))?;
+        let entries =
+            fs::read_dir(&tmp).map_err(|e| StoreError::io("opening the blob store", &tmp, e))?;
+        for e in entries {
+            let e = e.map_err(|e| StoreError::io("opening the blob store", &tmp, e))?;
+            match fs::remove_file(e.path()) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                    return Err(StoreError::io("cleaning up the blob store", &e.path(), err));
+                }
+                _ => {}
             }
         }
+        Ok(FsBlobStore {
+            root,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The folder the store keeps its blobs in.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
         check_key(key)?;
         Ok(self.root.join(key))
     }
+
+    /// Opens a blob as a file (for `tokio::fs::File::from_std`, or to learn its length and
+    /// read it in one go).
+    pub fn open_file(&self, key: &str) -> Result<File> {
+        let p = self.path(key)?;
+        File::open(&p).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::NotFound(format!("blob {key}")),
+            _ => StoreError::io(format!("reading the blob {key}"), &self.root, e),
+        })
+    }
+
+    /// Writes `data` into a new temporary file; returns its size.
+    fn write_temporary(&self, key: &str, tmp: &Path, data: &mut dyn Read) -> Result<u64> {
+        let written = |e| StoreError::io(format!("storing the blob {key}"), &self.root, e);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+            .map_err(written)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = match data.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The source failed (a broken upload): not the store's disk.
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        what: format!("reading the data for the blob {key}"),
+                        source: e,
+                    });
+                }
+            };
+            file.write_all(&buf[..n]).map_err(written)?;
+            size += n as u64;
+        }
+        file.sync_all().map_err(written)?;
+        Ok(size)
+    }
 }
 
 impl BlobStore for FsBlobStore {
     fn put(&self, key: &str, data: &mut dyn Read) -> Result<u64> {
         let target = self.path(key)?;
-        let dir = target.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| StoreError::io("creating a blob folder", &dir, e))?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(&dir)
-            .map_err(|e| StoreError::io("creating a blob", &dir, e))?;
-        let size = io::copy(data, tmp.as_file_mut()).map_err(|e| {
-            StoreError::io(format!("writing the blob {key}"), &self.root, e)
-        })?;
-        tmp.as_file_mut()
-            .flush()
-            .and_then(|_| tmp.as_file().sync_all())
-            .map_err(|e| StoreError::io(format!("writing the blob {key}"), &self.root, e))?;
-        tmp.persist(&target)
-            .map_err(|e| StoreError::io(format!("storing the blob {key}"), &self.root, e.error))?;
-        Ok(size)
+        let dir = target.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir)
+            .map_err(|e| StoreError::io("creating a blob folder", &self.root, e))?;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .root
+            .join(TMP)
+            .join(format!("{}-{n}", std::process::id()));
+        let result = self.write_temporary(key, &tmp, data).and_then(|size| {
+            fs::rename(&tmp, &target)
+                .and_then(|()| File::open(dir)?.sync_all())
+                .map_err(|e| StoreError::io(format!("storing the blob {key}"), &self.root, e))?;
+            Ok(size)
+        });
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
-        let p = self.path(key)?;
-        match File::open(&p) {
-            Ok(f) => Ok(Box::new(f)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(StoreError::NotFound(format!("blob {key}")))
-            }
-            Err(e) => Err(StoreError::io(format!("reading the blob {key}"), &self.root, e)),
-        }
+        Ok(Box::new(self.open_file(key)?))
     }
 
     fn size(&self, key: &str) -> Result<Option<u64>> {
         let p = self.path(key)?;
         match fs::metadata(&p) {
-            Ok(m) => Ok(Some(m.len())),
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None), // a folder: `caches/3` when `caches/3/x.tar` exists
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::io(format!("reading the blob {key}"), &self.root, e)),
+            Err(e) => Err(StoreError::io(
+                format!("reading the blob {key}"),
+                &self.root,
+                e,
+            )),
         }
     }
 
     fn delete(&self, key: &str) -> Result<()> {
         let p = self.path(key)?;
         match fs::remove_file(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError::io(format!("removing the blob {key}"), &self.root, e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io(
+                format!("removing the blob {key}"),
+                &self.root,
+                e,
+            )),
+            _ => Ok(()),
         }
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        // Walk only the folder the prefix names (`caches/3/` of `caches/3/de`).
+        let folder = prefix.rfind('/').map_or("", |i| &prefix[..i]);
+        if !folder.is_empty() {
+            check_key(folder)?;
+        }
         let mut out = Vec::new();
-        let mut stack = vec![self.root.clone()];
-        while let Some(dir) = stack.pop() {
+        let mut stack = vec![(self.root.join(folder), folder.to_owned())];
+        while let Some((dir, key)) = stack.pop() {
             let entries = match fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(StoreError::io("listing blobs", &dir, e)),
             };
-            for e in entries.flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
+            for e in entries {
+                let e = e.map_err(|e| StoreError::io("listing blobs", &dir, e))?;
+                let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                    continue; // not a name a key can have
+                };
+                let child = if key.is_empty() {
+                    name
+                } else {
+                    format!("{key}/{name}")
+                };
+                if child == TMP {
                     continue;
                 }
-                let Ok(rel) = p.strip_prefix(&self.root) else {
-                    continue;
-                };
-                let key = rel.to_string_lossy().replace('\\', "/");
-                if key.starts_with(prefix)
-                    && !rel
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with(".tmp-"))
-                {
-                    out.push(key);
+                let ty = e
+                    .file_type()
+                    .map_err(|e| StoreError::io("listing blobs", &dir, e))?;
+                if ty.is_dir() {
+                    if prefix.starts_with(&format!("{child}/")) || child.starts_with(prefix) {
+                        stack.push((e.path(), child));
+                    }
+                } else if ty.is_file() && child.starts_with(prefix) {
+                    out.push(child);
                 }
             }
         }
@@ -178,57 +270,21 @@ mod tests {
 
     #[test]
     fn keys_are_checked() {
-        for bad in ["", "/abs", "../x", "a/../b", "a//b", "a/", "./a", "a\0b"] {
+        for bad in [
+            "", "/abs", "../x", "a/../b", "a//b", "a/", "./a", "a/.", "a\0b", "a\\b", ".tmp/x",
+            ".tmp",
+        ] {
             assert!(check_key(bad).is_err(), "{bad:?}");
         }
-        for good in ["a", "artifacts/12.tar", "caches/3/k-1.tar"] {
+        for good in [
+            "a",
+            "artifacts/12.tar",
+            "caches/3/k-1.tar",
+            "caches/.tmp",
+            "a/..b",
+            ".a",
+        ] {
             check_key(good).unwrap();
         }
-    }
-
-    #[test]
-    fn put_replaces_atomically_and_lists() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = FsBlobStore::open(dir.path()).unwrap();
-        assert_eq!(s.put("a/x.tar", &mut &b"one"[..]).unwrap(), 3);
-        assert_eq!(s.put("a/x.tar", &mut &b"second"[..]).unwrap(), 6);
-        let mut got = String::new();
-        s.open("a/x.tar").unwrap().read_to_string(&mut got).unwrap();
-        assert_eq!(got, "second");
-        assert_eq!(s.size("a/x.tar").unwrap(), Some(6));
-        assert_eq!(s.size("a/none").unwrap(), None);
-        assert!(matches!(s.open("a/none"), Err(StoreError::NotFound(_))));
-        s.put("b/y", &mut &b""[..]).unwrap();
-        assert_eq!(s.list("a/").unwrap(), ["a/x.tar"]);
-        assert_eq!(s.list("").unwrap(), ["a/x.tar", "b/y"]);
-        s.delete("a/x.tar").unwrap();
-        s.delete("a/x.tar").unwrap();
-        assert!(s.list("a/").unwrap().is_empty());
-    }
-
-    /// A reader that fails half-way, as a broken upload or a full disk would.
-    struct Broken(usize);
-    impl Read for Broken {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            if self.0 == 0 {
-                return Err(io::Error::other("connection reset"));
-            }
-            let n = buf.len().min(self.0);
-            buf[..n].fill(b'x');
-            self.0 -= n;
-            Ok(n)
-        }
-    }
-
-    #[test]
-    fn a_failed_put_keeps_the_old_blob_and_leaves_no_temporary() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = FsBlobStore::open(dir.path()).unwrap();
-        s.put("k", &mut &b"old"[..]).unwrap();
-        assert!(s.put("k", &mut Broken(100_000)).is_err());
-        let mut got = String::new();
-        s.open("k").unwrap().read_to_string(&mut got).unwrap();
-        assert_eq!(got, "old");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
     }
 }
