@@ -10,7 +10,7 @@
 //! agent: Started, log frames, Finished ─► logs stored by offset, acked ─► finish_job
 //!     (waits for the whole log) ─► retry? ─► advance
 //! ticker (every 250 ms): expired leases fail as runner_system_failure, delayed jobs whose
-//!     time has come become pending
+//!     time has come become pending, live logs are synced to disk
 //! ```
 //!
 //! The database is the truth; the dispatcher's memory (who is online, which slots and
@@ -187,6 +187,12 @@ impl Engine {
 
     async fn tick(&self) -> Result<()> {
         let now = now_ms();
+        // Live logs reach the disk within a tick (appends are not synced one by
+        // one; see gantry_store::logs).
+        let logs = self.inner.logs.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || logs.sync()).await {
+            tracing::warn!("syncing logs: {e}");
+        }
         for j in self.inner.db.expired_leases(now).await? {
             tracing::warn!(job = j.id, "lease expired");
             if let Some(agent) = j.agent_id {

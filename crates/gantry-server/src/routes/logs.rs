@@ -172,6 +172,7 @@ pub async fn stream(
         offset: u64,
         watch: tokio::sync::watch::Receiver<gantry_store::logs::LogState>,
         done: bool,
+        closed: bool,
     }
     let st = St {
         s,
@@ -179,6 +180,7 @@ pub async fn stream(
         offset: start,
         watch,
         done: false,
+        closed: false,
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
         if st.done {
@@ -219,12 +221,17 @@ pub async fn stream(
                 let data = serde_json::json!({"status": status, "offset": st.offset}).to_string();
                 return Some((Ok(Event::default().event("end").data(data)), st));
             }
-            // Wait for more bytes (or the end).
+            if st.closed {
+                // The store closed the channel without saying the log finished.
+                return None;
+            }
+            // Wait for more bytes (or the end). A closed channel means the log finished:
+            // look once more at its final state.
             if tokio::time::timeout(Duration::from_secs(30), st.watch.changed())
                 .await
                 .is_ok_and(|r| r.is_err())
             {
-                return None;
+                st.closed = true;
             }
         }
     });
