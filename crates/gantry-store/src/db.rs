@@ -189,18 +189,22 @@ impl Db {
     }
 
     pub async fn project(&self, id: i64) -> Result<Option<ProjectRow>> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PROJECT_COLS} FROM projects WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| ProjectRow::from_row(&r)).transpose()
     }
 
     pub async fn project_by_path(&self, path: &str) -> Result<Option<ProjectRow>> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {PROJECT_COLS} FROM projects WHERE path = $1")))
-            .bind(path)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PROJECT_COLS} FROM projects WHERE path = $1"
+        )))
+        .bind(path)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| ProjectRow::from_row(&r)).transpose()
     }
 
@@ -298,10 +302,12 @@ impl Db {
     }
 
     pub async fn pipeline(&self, id: i64) -> Result<Option<PipelineRow>> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {PIPELINE_COLS} FROM pipelines WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PIPELINE_COLS} FROM pipelines WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| PipelineRow::from_row(&r)).transpose()
     }
 
@@ -396,18 +402,22 @@ impl Db {
     }
 
     pub async fn job(&self, id: i64) -> Result<Option<JobRow>> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLS} FROM jobs WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| JobRow::from_row(&r)).transpose()
     }
 
     pub async fn job_by_token_hash(&self, hash: &str) -> Result<Option<JobRow>> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLS} FROM jobs WHERE token_hash = $1")))
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE token_hash = $1"
+        )))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| JobRow::from_row(&r)).transpose()
     }
 
@@ -563,13 +573,11 @@ impl Db {
 
     /// Extends the leases of every running job of an agent.
     pub async fn extend_leases(&self, agent_id: i64, until: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET lease_until = $1 WHERE agent_id = $2 AND status = 'running'",
-        )
-        .bind(until)
-        .bind(agent_id)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("UPDATE jobs SET lease_until = $1 WHERE agent_id = $2 AND status = 'running'")
+            .bind(until)
+            .bind(agent_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -617,9 +625,10 @@ impl Db {
     }
 
     pub async fn job_counts(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT status, COUNT(*) FROM jobs WHERE retried = 0 GROUP BY status")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT status, COUNT(*) FROM jobs WHERE retried = 0 GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows
             .iter()
             .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
@@ -674,10 +683,12 @@ impl Db {
     }
 
     pub async fn agent_by_token_hash(&self, hash: &str) -> Result<Option<AgentRow>> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {AGENT_COLS} FROM agents WHERE token_hash = $1")))
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {AGENT_COLS} FROM agents WHERE token_hash = $1"
+        )))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| AgentRow::from_row(&r)).transpose()
     }
 
@@ -775,7 +786,8 @@ pub struct NewProject {
     pub credentials: Option<String>,
 }
 
-const PROJECT_COLS: &str = "id, path, git_url, default_branch, pipeline_file, credentials, created_at";
+const PROJECT_COLS: &str =
+    "id, path, git_url, default_branch, pipeline_file, credentials, created_at";
 
 #[derive(Debug, Clone)]
 pub struct ProjectRow {

@@ -5,7 +5,9 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The disk (or the database's disk) is full: nothing was half-written.
-    #[error("{what}: no space left on the device; free some space (old logs and artifacts under {where_}) and retry")]
+    #[error(
+        "{what}: no space left on the device; free some space (old logs and artifacts under {where_}) and retry"
+    )]
     Full { what: String, where_: String },
     #[error("{0} not found")]
     NotFound(String),
@@ -43,9 +45,11 @@ impl StoreError {
     pub fn is_full(&self) -> bool {
         match self {
             StoreError::Full { .. } => true,
-            StoreError::Db(e) => e.to_string().contains("database or disk is full")
-                || e.to_string().contains("No space left on device")
-                || e.to_string().contains("could not extend file"),
+            StoreError::Db(e) => {
+                e.to_string().contains("database or disk is full")
+                    || e.to_string().contains("No space left on device")
+                    || e.to_string().contains("could not extend file")
+            }
             _ => false,
         }
     }

@@ -17,7 +17,9 @@ async fn backends(test: &str) -> Vec<(Db, Option<tempfile::TempDir>)> {
     match std::env::var("GANTRY_TEST_POSTGRES_URL") {
         Ok(base) => out.push((fresh_postgres(&base, test).await, None)),
         Err(_) if std::env::var("GANTRY_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-            panic!("GANTRY_REQUIRE_POSTGRES=1 but GANTRY_TEST_POSTGRES_URL is not set: run scripts/postgres start")
+            panic!(
+                "GANTRY_REQUIRE_POSTGRES=1 but GANTRY_TEST_POSTGRES_URL is not set: run scripts/postgres start"
+            )
         }
         Err(_) => eprintln!("skipping PostgreSQL: GANTRY_TEST_POSTGRES_URL is not set"),
     }
@@ -30,10 +32,12 @@ pub async fn fresh_postgres(base: &str, test: &str) -> Db {
     let name = format!("gantry_{}_{}", test, std::process::id());
     let mut admin = sqlx::AnyConnection::connect(base).await.unwrap();
     sqlx::any::install_default_drivers();
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name}"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
@@ -119,10 +123,15 @@ async fn projects_are_unique_by_path_and_paged() {
         let err = db.insert_project(&project("group/a")).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{err}");
         for i in 0..4 {
-            db.insert_project(&project(&format!("group/p{i}"))).await.unwrap();
+            db.insert_project(&project(&format!("group/p{i}")))
+                .await
+                .unwrap();
         }
         assert_eq!(db.project(a).await.unwrap().unwrap().path, "group/a");
-        assert_eq!(db.project_by_path("group/p2").await.unwrap().unwrap().path, "group/p2");
+        assert_eq!(
+            db.project_by_path("group/p2").await.unwrap().unwrap().path,
+            "group/p2"
+        );
         assert!(db.project(9999).await.unwrap().is_none());
         let page = PageReq::new(Some(1), Some(2));
         let (items, next) = page.finish(db.projects(page).await.unwrap());
@@ -143,7 +152,10 @@ async fn job_transitions_are_conditional() {
             pl,
             r#"{"x":1}"#,
             None,
-            &[job(pl, p, "build", JobStatus::Pending), job(pl, p, "test", JobStatus::Created)],
+            &[
+                job(pl, p, "build", JobStatus::Pending),
+                job(pl, p, "test", JobStatus::Created),
+            ],
         )
         .await
         .unwrap();
@@ -166,9 +178,21 @@ async fn job_transitions_are_conditional() {
             .await
             .unwrap();
         // Only a pending job can be assigned, once.
-        assert!(!db.assign_job(test, agent, "t1", now_ms() + 1000).await.unwrap());
-        assert!(db.assign_job(build, agent, "t2", now_ms() - 1).await.unwrap());
-        assert!(!db.assign_job(build, agent, "t3", now_ms() + 1000).await.unwrap());
+        assert!(
+            !db.assign_job(test, agent, "t1", now_ms() + 1000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            db.assign_job(build, agent, "t2", now_ms() - 1)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.assign_job(build, agent, "t3", now_ms() + 1000)
+                .await
+                .unwrap()
+        );
         assert_eq!(db.job_by_token_hash("t2").await.unwrap().unwrap().id, build);
         assert_eq!(db.running_jobs_of_agent(agent).await.unwrap().len(), 1);
         // The lease ran out; a heartbeat extends it.
@@ -188,7 +212,11 @@ async fn job_transitions_are_conditional() {
             dotenv: vec![("A".into(), "1".into())],
             ..JobEnd::status(JobStatus::Success)
         };
-        assert!(!db.finish_job(build, &[JobStatus::Running], &end).await.unwrap());
+        assert!(
+            !db.finish_job(build, &[JobStatus::Running], &end)
+                .await
+                .unwrap()
+        );
         let row = db.job(build).await.unwrap().unwrap();
         assert_eq!(row.status, JobStatus::Canceled);
         assert!(row.finished_at.is_some());
@@ -200,14 +228,22 @@ async fn job_transitions_are_conditional() {
         let jobs = db.jobs_of_pipeline(pl).await.unwrap();
         assert!(jobs.iter().find(|j| j.id == build).unwrap().retried);
         assert_eq!(jobs.iter().find(|j| j.id == new).unwrap().attempt, 2);
-        assert!(db.assign_job(new, agent, "t4", now_ms() + 60_000).await.unwrap());
+        assert!(
+            db.assign_job(new, agent, "t4", now_ms() + 60_000)
+                .await
+                .unwrap()
+        );
         let fail = JobEnd {
             exit_code: Some(3),
             log_size: 5,
             dotenv: vec![("A".into(), "1".into())],
             ..JobEnd::failed(FailureReason::ScriptFailure)
         };
-        assert!(db.finish_job(new, &[JobStatus::Running], &fail).await.unwrap());
+        assert!(
+            db.finish_job(new, &[JobStatus::Running], &fail)
+                .await
+                .unwrap()
+        );
         let row = db.job(new).await.unwrap().unwrap();
         assert_eq!(row.status, JobStatus::Failed);
         assert_eq!(row.failure_reason, Some(FailureReason::ScriptFailure));
@@ -219,7 +255,11 @@ async fn job_transitions_are_conditional() {
         let counts: BTreeMap<String, i64> = db.job_counts().await.unwrap().into_iter().collect();
         assert_eq!(counts.get("failed"), Some(&1));
         assert_eq!(counts.get("created"), Some(&1));
-        assert_eq!(counts.get("canceled"), None, "retried attempts are not counted");
+        assert_eq!(
+            counts.get("canceled"),
+            None,
+            "retried attempts are not counted"
+        );
         db.close().await;
     }
 }
@@ -229,29 +269,60 @@ async fn manual_delayed_and_pipeline_status() {
     for (db, _dir) in backends("manual").await {
         let p = db.insert_project(&project("g/app")).await.unwrap();
         let pl = db.insert_pipeline(&pipeline(p, "main")).await.unwrap();
-        let m = db.insert_job(&job(pl, p, "deploy", JobStatus::Created)).await.unwrap();
-        let d = db.insert_job(&job(pl, p, "later", JobStatus::Created)).await.unwrap();
-        assert!(!db.play_job(m, "alice").await.unwrap(), "only a manual job is played");
-        assert!(db.transition(m, &[JobStatus::Created], JobStatus::Manual).await.unwrap());
+        let m = db
+            .insert_job(&job(pl, p, "deploy", JobStatus::Created))
+            .await
+            .unwrap();
+        let d = db
+            .insert_job(&job(pl, p, "later", JobStatus::Created))
+            .await
+            .unwrap();
+        assert!(
+            !db.play_job(m, "alice").await.unwrap(),
+            "only a manual job is played"
+        );
+        assert!(
+            db.transition(m, &[JobStatus::Created], JobStatus::Manual)
+                .await
+                .unwrap()
+        );
         assert!(db.play_job(m, "alice").await.unwrap());
         let row = db.job(m).await.unwrap().unwrap();
-        assert_eq!((row.status, row.played_by.as_deref()), (JobStatus::Pending, Some("alice")));
+        assert_eq!(
+            (row.status, row.played_by.as_deref()),
+            (JobStatus::Pending, Some("alice"))
+        );
 
         assert!(db.schedule_job(d, now_ms() + 60_000).await.unwrap());
         assert!(db.due_jobs(now_ms()).await.unwrap().is_empty());
         assert_eq!(db.due_jobs(now_ms() + 120_000).await.unwrap().len(), 1);
 
-        assert!(db.set_pipeline_status(pl, PipelineStatus::Running).await.unwrap());
-        assert!(!db.set_pipeline_status(pl, PipelineStatus::Running).await.unwrap());
+        assert!(
+            db.set_pipeline_status(pl, PipelineStatus::Running)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.set_pipeline_status(pl, PipelineStatus::Running)
+                .await
+                .unwrap()
+        );
         let row = db.pipeline(pl).await.unwrap().unwrap();
         assert!(row.started_at.is_some() && row.finished_at.is_none());
         assert_eq!(db.unfinished_pipelines().await.unwrap().len(), 1);
         let newer = db.insert_pipeline(&pipeline(p, "main")).await.unwrap();
         assert_eq!(
-            db.unfinished_pipelines_on_ref(p, "main", newer).await.unwrap().len(),
+            db.unfinished_pipelines_on_ref(p, "main", newer)
+                .await
+                .unwrap()
+                .len(),
             1
         );
-        assert!(db.set_pipeline_status(pl, PipelineStatus::Success).await.unwrap());
+        assert!(
+            db.set_pipeline_status(pl, PipelineStatus::Success)
+                .await
+                .unwrap()
+        );
         let row = db.pipeline(pl).await.unwrap().unwrap();
         assert!(row.finished_at.is_some());
         db.set_pipeline_errors(newer, "line 3: bad").await.unwrap();
@@ -280,5 +351,8 @@ async fn data_survives_reopening_the_file() {
 #[tokio::test]
 async fn a_bad_url_says_what_to_use() {
     let err = Db::connect("mysql://x").await.unwrap_err().to_string();
-    assert!(err.contains("sqlite://") && err.contains("postgres://"), "{err}");
+    assert!(
+        err.contains("sqlite://") && err.contains("postgres://"),
+        "{err}"
+    );
 }
