@@ -67,7 +67,9 @@ pub enum AgentMsg {
     },
     Heartbeat,
     /// The job's workspace is ready and its script starts.
-    Started { job_id: i64 },
+    Started {
+        job_id: i64,
+    },
     Finished(Finished),
 }
 

@@ -388,7 +388,7 @@ mod tests {
 
     #[test]
     fn downstream_follows_stages_and_needs() {
-        let mut defs = vec![
+        let mut defs = [
             def("a", 0, When::OnSuccess),
             def("b", 1, When::OnSuccess),
             def("c", 1, When::OnSuccess),

@@ -722,17 +722,7 @@ impl Engine {
             let mut status: Vec<JobStatus> = jobs.iter().map(|j| j.status).collect();
             let mut changes: Vec<(usize, Decision)> = Vec::new();
             loop {
-                let nodes: Vec<Node> = defs
-                    .iter()
-                    .zip(&status)
-                    .zip(&jobs)
-                    .map(|((d, s), j)| Node {
-                        status: *s,
-                        def: d,
-                        exit_code: j.exit_code,
-                    })
-                    .collect();
-                let decisions = dag::decide(&nodes);
+                let decisions = dag::decide(&nodes(&jobs, &defs, &status));
                 let mut changed = false;
                 for (i, d) in decisions.into_iter().enumerate() {
                     let to = match d {
@@ -776,20 +766,8 @@ impl Engine {
                     ready.push((j.clone(), defs[i].clone()));
                 }
             }
-            let nodes: Vec<Node> = defs
-                .iter()
-                .zip(&status)
-                .zip(&jobs)
-                .map(|((d, s), j)| Node {
-                    status: *s,
-                    def: d,
-                    exit_code: j.exit_code,
-                })
-                .collect();
-            let mut pstatus = dag::pipeline_status(&nodes);
-            if row.status == PipelineStatus::Canceled
-                && !status.iter().any(|s| *s == JobStatus::Running)
-            {
+            let mut pstatus = dag::pipeline_status(&nodes(&jobs, &defs, &status));
+            if row.status == PipelineStatus::Canceled && !status.contains(&JobStatus::Running) {
                 pstatus = PipelineStatus::Canceled;
             }
             let changed = self
@@ -1584,6 +1562,19 @@ impl Credentials {
     fn is_empty(&self) -> bool {
         self.username.is_none() && self.password.is_none() && self.ssh_key.is_none()
     }
+}
+
+/// The scheduler's view of a pipeline's current attempts, with `status` as decided so far.
+fn nodes<'a>(jobs: &[JobRow], defs: &'a [JobDefinition], status: &[JobStatus]) -> Vec<Node<'a>> {
+    defs.iter()
+        .zip(status)
+        .zip(jobs)
+        .map(|((d, s), j)| Node {
+            status: *s,
+            def: d,
+            exit_code: j.exit_code,
+        })
+        .collect()
 }
 
 fn parse_def(j: &JobRow) -> Result<JobDefinition> {

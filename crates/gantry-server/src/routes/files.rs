@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 use gantry_engine::Caller;
 use gantry_store::db::JobRow;
-use std::io::Read;
 
 /// The job `id`, if the caller may touch it: the administrator, the job itself, or (when
 /// `same_pipeline`) another job of its pipeline.
@@ -58,40 +57,17 @@ fn serve_blob(s: &AppState, key: String) -> ApiResult<Response> {
     let size = blobs
         .size(&key)?
         .ok_or_else(|| HttpError::not_found(format!("{key} is not stored")))?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut r = match blobs.open(&key) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-                return;
-            }
-        };
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if tx
-                        .blocking_send(Ok(bytes::Bytes::copy_from_slice(&buf[..n])))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    break;
-                }
-            }
-        }
+    let body = super::stream_reader(256 * 1024, move || {
+        blobs
+            .open(&key)
+            .map_err(|e| std::io::Error::other(e.to_string()))
     });
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-tar".to_string()),
             (header::CONTENT_LENGTH, size.to_string()),
         ],
-        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        body,
     )
         .into_response())
 }

@@ -44,35 +44,10 @@ fn parse_range(h: &str, len: u64) -> Option<(u64, u64)> {
 /// Streams bytes [start, end) of a job's log.
 fn body(s: &AppState, job: i64, start: u64, end: u64) -> Body {
     let logs = s.engine.logs().clone();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut reader = match logs.read(job, start, Some(end)) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-                return;
-            }
-        };
-        let mut buf = vec![0u8; PIECE];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if tx
-                        .blocking_send(Ok(bytes::Bytes::copy_from_slice(&buf[..n])))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    break;
-                }
-            }
-        }
-    });
-    Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+    super::stream_reader(PIECE, move || {
+        logs.read(job, start, Some(end))
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    })
 }
 
 pub async fn whole(
@@ -187,7 +162,7 @@ pub async fn stream(
             return None;
         }
         loop {
-            let state = st.watch.borrow_and_update().clone();
+            let state = *st.watch.borrow_and_update();
             let len = st.s.engine.log_len(st.id).max(state.len);
             if st.offset < len {
                 let end = len.min(st.offset + PIECE as u64);

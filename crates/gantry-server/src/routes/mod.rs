@@ -269,6 +269,38 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
     }
 }
 
+/// A response body read from a blocking reader on a blocking thread, `piece` bytes at a
+/// time: memory stays bounded whatever the size (logs of any length, large archives).
+pub(crate) fn stream_reader(
+    piece: usize,
+    open: impl FnOnce() -> std::io::Result<Box<dyn std::io::Read + Send>> + Send + 'static,
+) -> axum::body::Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut reader = match open() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        let mut buf = vec![0u8; piece];
+        loop {
+            let item = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => Ok(bytes::Bytes::copy_from_slice(&buf[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let stop = item.is_err();
+            if tx.blocking_send(item).is_err() || stop {
+                break;
+            }
+        }
+    });
+    axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
 /// The router, from [`ROUTES`].
 pub fn router(state: AppState) -> Router {
     let mut by_path: Vec<(&str, MethodRouter<AppState>)> = Vec::new();
