@@ -30,8 +30,18 @@ enum Command {
     Run(Box<cmd::run::Args>),
     /// Print a JSON Schema of the pipeline file for editors.
     Schema,
-    /// Run the server's jobs on this machine (registers once, then takes pushed jobs).
-    Agent(Box<cmd::agent::Args>),
+    /// Run the server's jobs on this machine (registers once, then takes pushed jobs);
+    /// `gantry agent list` lists the server's agents.
+    Agent(Box<cmd::agents::AgentCommand>),
+    /// Projects on the server: add, list.
+    #[command(subcommand)]
+    Project(cmd::project::Command),
+    /// Pipelines on the server: run (and --wait), list, show, cancel, retry.
+    #[command(subcommand)]
+    Pipeline(cmd::pipeline::Command),
+    /// Jobs on the server: log (-f to follow), retry, play, cancel.
+    #[command(subcommand)]
+    Job(cmd::job::Command),
 }
 
 fn main() -> ExitCode {
@@ -42,7 +52,10 @@ fn main() -> ExitCode {
         Command::Plan(a) => cmd::plan::run(a),
         Command::Run(a) => cmd::run::run(*a),
         Command::Schema => cmd::schema::run(),
-        Command::Agent(a) => cmd::agent::run(*a),
+        Command::Agent(a) => cmd::agents::run(*a),
+        Command::Project(c) => cmd::project::run(c),
+        Command::Pipeline(c) => cmd::pipeline::run(c),
+        Command::Job(c) => cmd::job::run(c),
     };
     match result {
         Ok(code) => code,

@@ -1,9 +1,14 @@
 //! One module per subcommand, plus what they share: finding and loading the pipeline file.
 
 pub mod agent;
+pub mod agents;
+pub mod client;
 pub mod config;
+pub mod job;
 pub mod lint;
+pub mod pipeline;
 pub mod plan;
+pub mod project;
 pub mod remote;
 pub mod run;
 pub mod schema;
