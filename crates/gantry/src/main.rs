@@ -33,6 +33,8 @@ enum Command {
     /// Run the server's jobs on this machine (registers once, then takes pushed jobs);
     /// `gantry agent list` lists the server's agents.
     Agent(Box<cmd::agents::AgentCommand>),
+    /// Run the server: the API, the store, the scheduler and (by default) an agent.
+    Server(Box<cmd::server::Args>),
     /// Projects on the server: add, list.
     #[command(subcommand)]
     Project(cmd::project::Command),
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd::run::run(*a),
         Command::Schema => cmd::schema::run(),
         Command::Agent(a) => cmd::agents::run(*a),
+        Command::Server(a) => cmd::server::run(*a),
         Command::Project(c) => cmd::project::run(c),
         Command::Pipeline(c) => cmd::pipeline::run(c),
         Command::Job(c) => cmd::job::run(c),

@@ -12,6 +12,7 @@ pub mod project;
 pub mod remote;
 pub mod run;
 pub mod schema;
+pub mod server;
 
 use crate::repo::{FsFetcher, Repo, read_text};
 use anyhow::{Result, bail};

@@ -1,0 +1,216 @@
+//! `gantry server`: the store, the engine and the HTTP API in one process, with an agent
+//! of its own unless `--no-local-agent`.
+//!
+//! The data directory holds everything of the embedded default: `gantry.db` (SQLite),
+//! `logs/`, `blobs/`, `git/` (the mirrors), the local agent's state, and two secrets made on
+//! first start, readable by the owner only: `admin-token` (the API's administrator) and
+//! `registration-token` (for `gantry agent --token`).
+
+use anyhow::{Context, Result};
+use gantry_engine::{Engine, EngineConfig};
+use gantry_runner::agent::{AgentConfig, ExecutorKind};
+use gantry_server::AppState;
+use gantry_store::Db;
+use gantry_store::blob::FsBlobStore;
+use gantry_store::logs::LogStore;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Where everything is kept [default: $XDG_DATA_HOME/gantry or ~/.local/share/gantry].
+    #[arg(long, env = "GANTRY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free one; the line `listening on URL` says which).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "GANTRY_LISTEN")]
+    pub listen: String,
+    /// `postgres://user@host/db` for PostgreSQL [default: SQLite in the data directory].
+    #[arg(long, env = "GANTRY_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// How agents and jobs reach this server [default: http://LISTEN].
+    #[arg(long, env = "GANTRY_EXTERNAL_URL")]
+    pub external_url: Option<String>,
+    /// The agents' registration token [default: made once, kept in DATA_DIR/registration-token].
+    #[arg(long, env = "GANTRY_REGISTRATION_TOKEN", hide_env_values = true)]
+    pub registration_token: Option<String>,
+    /// Do not run an agent inside the server.
+    #[arg(long)]
+    pub no_local_agent: bool,
+    /// The local agent's executor.
+    #[arg(long, value_enum, default_value = "shell")]
+    pub local_agent_executor: Executor,
+    /// How many jobs the local agent runs at once [default: the number of CPUs].
+    #[arg(long)]
+    pub local_agent_concurrency: Option<u32>,
+    /// Seconds without a heartbeat after which a running job fails as runner_system_failure.
+    #[arg(long, default_value_t = 30)]
+    pub lease_timeout: u64,
+    /// Seconds between agents' heartbeats.
+    #[arg(long, default_value_t = 5)]
+    pub heartbeat: u64,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum Executor {
+    Shell,
+    Docker,
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("gantry")
+}
+
+/// Reads a secret file, or makes it (owner-only) with a new token.
+fn secret_file(path: &Path, prefix: &str) -> Result<String> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        let s = s.trim().to_string();
+        if !s.is_empty() {
+            return Ok(s);
+        }
+    }
+    let token = gantry_engine::token::new_token(prefix);
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{token}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> Result<ExitCode> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,gantry=info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let data = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data)
+        .with_context(|| format!("creating the data directory {}", data.display()))?;
+    let admin = secret_file(&data.join("admin-token"), "gadm_")?;
+    let registration = match &args.registration_token {
+        Some(t) => t.clone(),
+        None => secret_file(&data.join("registration-token"), "grt_")?,
+    };
+    let db_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data.join("gantry.db").display()));
+    let db = Db::connect(&db_url)
+        .await
+        .with_context(|| format!("opening the database {}", redact(&db_url)))?;
+    let logs = LogStore::open(data.join("logs")).context("opening the log store")?;
+    let blobs = Arc::new(FsBlobStore::open(data.join("blobs")).context("opening the blob store")?);
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    let external = args.external_url.clone().unwrap_or_else(|| url.clone());
+    let config = EngineConfig {
+        data_dir: data.clone(),
+        external_url: external,
+        lease: Duration::from_secs(args.lease_timeout.max(1)),
+        heartbeat: Duration::from_secs(args.heartbeat.max(1)),
+    };
+    let engine = Engine::start(config, db, logs, blobs, &admin, &registration)
+        .await
+        .context("starting the engine")?;
+    let state = AppState {
+        engine,
+        metrics: gantry_server::metrics_handle(),
+    };
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        stop.cancel();
+    });
+    println!("listening on {url}");
+    println!("data directory {}", data.display());
+
+    let agent = if args.no_local_agent {
+        None
+    } else {
+        let mut cfg = AgentConfig::new(url.clone(), Some(registration.clone()));
+        cfg.name = format!("{} (local)", gantry_runner::agent::hostname());
+        cfg.state_dir = data.join("local-agent");
+        cfg.builds_dir = data.join("local-agent").join("builds");
+        cfg.executor = match args.local_agent_executor {
+            Executor::Shell => ExecutorKind::Shell,
+            Executor::Docker => ExecutorKind::Docker,
+        };
+        cfg.concurrency = args.local_agent_concurrency.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(2)
+        });
+        let token = shutdown.clone();
+        Some(tokio::spawn(async move {
+            if let Err(e) = gantry_runner::agent::run(cfg, token).await {
+                eprintln!("error: the local agent stopped: {e:#}");
+            }
+        }))
+    };
+    let stop = shutdown.clone();
+    gantry_server::serve(state, listener, async move { stop.cancelled().await })
+        .await
+        .context("serving HTTP")?;
+    if let Some(a) = agent {
+        let _ = tokio::time::timeout(Duration::from_secs(15), a).await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A database URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_not_printed() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("sqlite:///x/gantry.db"), "sqlite:///x/gantry.db");
+    }
+}
