@@ -343,7 +343,14 @@ impl Engine {
             }
             Ok(_) => {}
             Err(e) => {
+                // Nothing is kept of a project that cannot be fetched: fix the URL or the
+                // credentials and register it again.
                 tracing::warn!(project = %path, "first fetch failed: {e}");
+                self.inner.mirrors.lock().expect("mirrors").remove(&id);
+                let _ = std::fs::remove_dir_all(
+                    self.inner.config.data_dir.join("git").join(format!("{id}.git")),
+                );
+                self.inner.db.delete_project(id).await?;
                 return Err(e);
             }
         }

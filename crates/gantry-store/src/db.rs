@@ -179,6 +179,19 @@ impl Db {
         Ok(row.get::<i64, _>(0))
     }
 
+    /// Removes a project that has no pipelines (a registration whose first fetch failed).
+    pub async fn delete_project(&self, id: i64) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM projects WHERE id = $1 AND NOT EXISTS \
+             (SELECT 1 FROM pipelines WHERE project_id = $2)",
+        )
+        .bind(id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn set_default_branch(&self, id: i64, branch: &str) -> Result<()> {
         sqlx::query("UPDATE projects SET default_branch = $1 WHERE id = $2")
             .bind(branch)
