@@ -66,3 +66,45 @@ fn an_http_project_with_credentials_fetches_and_runs_and_a_wrong_password_says_s
         assert!(!config.contains("s3cret-pw"), "{config}");
     }
 }
+
+#[path = "common/sshd.rs"]
+mod sshd;
+
+#[test]
+fn an_ssh_project_with_a_key_fetches_and_runs_and_a_wrong_key_says_so() {
+    let Some(ssh) = sshd::Sshd::start() else {
+        assert!(
+            std::env::var("GANTRY_REQUIRE_SSHD").as_deref() != Ok("1"),
+            "GANTRY_REQUIRE_SSHD=1 but /usr/sbin/sshd is missing (Debian's openssh-server)"
+        );
+        eprintln!("skipping: no /usr/sbin/sshd (Debian's openssh-server)");
+        return;
+    };
+    let repo = Project::new("hello:\n  script: [echo hello over ssh]\n");
+    let url = ssh.url(repo.path());
+    for db in backends("git_ssh") {
+        let s = Server::start(Options::new(&db));
+        let api = s.api();
+        let err = api
+            .post(
+                "/api/v1/projects",
+                json!({"path": "team/ssh", "git_url": url, "ssh_key": ssh.other_key}),
+            )
+            .unwrap_err();
+        let text = err.body.to_string();
+        assert_eq!(err.body["code"], "git_error", "{}: {text}", db.name());
+        assert!(!text.contains("PRIVATE KEY"), "the key never shows: {text}");
+
+        let p = api
+            .post(
+                "/api/v1/projects",
+                json!({"path": "team/ssh", "git_url": url, "ssh_key": ssh.key}),
+            )
+            .unwrap();
+        let pipeline = s.pipeline(p["id"].as_i64().unwrap(), "main");
+        let done = s.wait_pipeline(pipeline["id"].as_i64().unwrap(), Duration::from_secs(60));
+        assert_eq!(done["status"], "success", "{}: {done:#}", db.name());
+        let job = done["jobs"][0]["id"].as_i64().unwrap();
+        assert!(s.log(job).contains("hello over ssh"));
+    }
+}
