@@ -411,7 +411,17 @@ impl Engine {
             let sha = match sha_req.as_deref().map(|s| m.resolve(s)).transpose()? {
                 Some(Some(sha)) => sha,
                 _ => {
-                    m.fetch(&[ref2.as_str()])?;
+                    // A ref the remote does not have is the caller's mistake (400), not
+                    // a failing remote (502).
+                    m.fetch(&[ref2.as_str()]).map_err(|e| match e {
+                        crate::git::GitError::RefNotFound { .. } => {
+                            EngineError::BadRequest(format!(
+                                "'{ref2}' is neither a branch nor a tag of {}: {e}",
+                                p2.path
+                            ))
+                        }
+                        e => e.into(),
+                    })?;
                     let rev = sha_req.as_deref().unwrap_or(&ref2);
                     m.resolve(rev)?.ok_or_else(|| {
                         EngineError::BadRequest(format!(
