@@ -67,6 +67,9 @@ pub struct Options {
     pub local_concurrency: u32,
     pub lease_secs: u64,
     pub heartbeat_secs: u64,
+    /// Make the data directory inside this directory (e.g. a small tmpfs) instead of the
+    /// system's temporary directory; the server's stderr is then kept outside it.
+    pub data_in: Option<PathBuf>,
 }
 
 impl Options {
@@ -78,6 +81,7 @@ impl Options {
             local_concurrency: 4,
             lease_secs: 30,
             heartbeat_secs: 1,
+            data_in: None,
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct Server {
     pub token: String,
     pub registration: String,
     stderr: PathBuf,
+    /// Holds the stderr file when the data directory is elsewhere (`Options::data_in`).
+    aux: Option<tempfile::TempDir>,
 }
 
 fn bin() -> &'static str {
@@ -98,11 +104,19 @@ fn bin() -> &'static str {
 
 impl Server {
     pub fn start(opts: Options) -> Server {
-        let data = tempfile::tempdir().unwrap();
+        let data = match &opts.data_in {
+            Some(dir) => tempfile::tempdir_in(dir).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
+        let aux = opts.data_in.as_ref().map(|_| tempfile::tempdir().unwrap());
         let mut s = Server {
             child: None,
             opts,
-            stderr: data.path().join("server.stderr"),
+            stderr: aux
+                .as_ref()
+                .map_or(data.path(), |a| a.path())
+                .join("server.stderr"),
+            aux,
             data,
             url: String::new(),
             token: String::new(),
@@ -179,6 +193,13 @@ impl Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Whether the server process still runs (it has not exited or crashed).
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Starts again on the same data (and the same port, so agents find it).
@@ -262,6 +283,48 @@ impl Server {
         })
     }
 
+    /// The server process's id (for /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
+    }
+
+    /// The server's resident memory in KiB (VmRSS).
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib(self.pid())
+    }
+
+    /// Creates a pipeline with a request body of `PipelineCreate` (ref, sha, variables).
+    pub fn pipeline_with(&self, project: i64, body: Value) -> Value {
+        self.api()
+            .post(&format!("/api/v1/projects/{project}/pipelines"), body)
+            .unwrap_or_else(|e| panic!("pipeline: {e}"))
+    }
+
+    /// Creates a pipeline on `git_ref` with variables.
+    pub fn pipeline_vars(&self, project: i64, git_ref: &str, vars: &[(&str, &str)]) -> Value {
+        let variables: Vec<Value> = vars
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": v}))
+            .collect();
+        self.pipeline_with(project, json!({"ref": git_ref, "variables": variables}))
+    }
+
+    /// Pipeline `id` with its jobs.
+    pub fn get_pipeline(&self, id: i64) -> Value {
+        self.api()
+            .get(&format!("/api/v1/pipelines/{id}"))
+            .unwrap_or_else(|e| panic!("pipeline {id}: {e}"))
+    }
+
+    /// Waits until pipeline `id` has `status`.
+    pub fn wait_pipeline_status(&self, id: i64, status: &str, timeout: Duration) -> Value {
+        let api = self.api();
+        wait_for(timeout, &format!("pipeline {id} to be {status}"), || {
+            let p = api.get(&format!("/api/v1/pipelines/{id}")).ok()?;
+            (p["status"] == status).then_some(p)
+        })
+    }
+
     pub fn log(&self, job: i64) -> String {
         self.api()
             .get_text(&format!("/api/v1/jobs/{job}/log"))
@@ -303,10 +366,16 @@ pub struct Agent {
     child: Option<Child>,
     pub state: tempfile::TempDir,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Agent {
     pub fn start(server: &Server, extra: &[&str]) -> Agent {
+        Agent::start_env(server, extra, &[])
+    }
+
+    /// Like [`Agent::start`], with extra environment variables (e.g. `DOCKER_HOST`).
+    pub fn start_env(server: &Server, extra: &[&str], env: &[(&str, &str)]) -> Agent {
         let state = tempfile::tempdir().unwrap();
         let mut args: Vec<String> = vec![
             "agent".into(),
@@ -322,6 +391,10 @@ impl Agent {
             child: None,
             state,
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         a.spawn();
         a
@@ -330,6 +403,7 @@ impl Agent {
     fn spawn(&mut self) {
         let child = Command::new(bin())
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.state.path().join("agent.stderr")).unwrap())
             .spawn()
@@ -353,6 +427,13 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// VmRSS of a process in KiB, from /proc/<pid>/status.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Polls `f` every 20 ms until it gives a value.
@@ -446,9 +527,111 @@ impl Api {
         (status, resp.body_mut().read_to_string().unwrap_or_default())
     }
 
+    /// GET with extra headers, not reading the body: for streams and large bodies.
+    pub fn open(&self, path: &str, headers: &[(&str, &str)]) -> ureq::http::Response<ureq::Body> {
+        let mut r = self.auth(self.agent().get(&format!("{}{path}", self.url)));
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.call().expect("the server answers")
+    }
+
+    /// GET with extra headers: the status, the response headers (lower-case names) and the
+    /// body as bytes (no size limit).
+    pub fn get_raw(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        use std::io::Read;
+        let resp = self.open(path, headers);
+        let status = resp.status().as_u16();
+        let hs = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    v.to_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let mut body = Vec::new();
+        resp.into_body()
+            .into_reader()
+            .read_to_end(&mut body)
+            .unwrap();
+        (status, hs, body)
+    }
+
+    /// Server-sent events from `path`, resuming after `last_event_id` when given.
+    pub fn sse(&self, path: &str, last_event_id: Option<&str>) -> SseReader {
+        let mut headers = vec![("Accept", "text/event-stream")];
+        if let Some(id) = last_event_id {
+            headers.push(("Last-Event-ID", id));
+        }
+        let resp = self.open(path, &headers);
+        assert_eq!(resp.status().as_u16(), 200, "SSE {path}");
+        SseReader {
+            lines: BufReader::new(Box::new(resp.into_body().into_reader())),
+        }
+    }
+
     pub fn post(&self, path: &str, body: Value) -> Result<Value, HttpErr> {
         let r = self.auth(self.agent().post(&format!("{}{path}", self.url)));
         let r = r.header("content-type", "application/json");
         Self::finish(r.send(body.to_string()).expect("the server answers"))
+    }
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone, Default)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: String,
+}
+
+/// Reads server-sent events one at a time from a response body.
+pub struct SseReader {
+    lines: BufReader<Box<dyn std::io::Read + Send>>,
+}
+
+impl SseReader {
+    /// The next event (comments and keep-alives skipped); `None` at the end of the stream.
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        let mut ev = SseEvent::default();
+        let mut any = false;
+        loop {
+            let mut line = String::new();
+            let n = self.lines.read_line(&mut line).ok()?;
+            if n == 0 {
+                return any.then_some(ev);
+            }
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if any {
+                    return Some(ev);
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            any = true;
+            match field {
+                "event" => ev.event = value.to_string(),
+                "id" => ev.id = Some(value.to_string()),
+                "data" => {
+                    if !ev.data.is_empty() {
+                        ev.data.push('\n');
+                    }
+                    ev.data.push_str(value);
+                }
+                _ => {}
+            }
+        }
     }
 }
