@@ -2,7 +2,7 @@
 HTTP APIs, the same way for each, and writes one JSON file per system. Python 3.11, standard
 library only.
 
-    python3 bench.py --system buildbot --work DIR --out FILE.json [--latency-runs 50]
+    python3 bench.py --system buildbot|gantry --work DIR --out FILE.json [--latency-runs 50]
                      [--pipeline-runs 5] [--throughput 200] [--workers 1] [--poll-ms 5]
 
 A system is a plugin: a subclass of `System` below, registered in SYSTEMS. The driver calls
@@ -277,7 +277,11 @@ def make_system(name, workdir, workers):
         from buildbot_system import BuildbotSystem
 
         return BuildbotSystem(workdir, workers)
-    sys.exit(f"unknown system {name!r} (known: buildbot)")
+    if name == "gantry":
+        from gantry_system import GantrySystem
+
+        return GantrySystem(workdir, workers)
+    sys.exit(f"unknown system {name!r} (known: buildbot, gantry)")
 
 
 def main():
