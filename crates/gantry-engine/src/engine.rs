@@ -182,6 +182,17 @@ impl Engine {
         for p in db.unfinished_pipelines().await? {
             self.advance(p.id).await?;
         }
+        // Logs left live by a crash between a job's end and its log's compression.
+        for id in self.inner.logs.live_jobs() {
+            if let Some(j) = db.job(id).await?
+                && j.status.is_finished()
+            {
+                let logs = self.inner.logs.clone();
+                if let Err(e) = blocking(move || Ok(logs.finish(id)?)).await {
+                    tracing::warn!(job = id, "finishing a log left live: {e}");
+                }
+            }
+        }
         Ok(())
     }
 
@@ -612,7 +623,7 @@ impl Engine {
             .plan_pipeline(id, &trigger_json, auto_cancel.as_deref(), &jobs)
             .await?;
         if parent_job.is_none() {
-            self.auto_cancel_older(project.id, &trigger.ref_name, id)
+            self.auto_cancel_older(project.id, &trigger.ref_name, &trigger.commit.sha, id)
                 .await?;
         }
         self.advance(id).await
@@ -638,16 +649,23 @@ impl Engine {
     }
 
     /// GitLab's "auto-cancel redundant pipelines": an older unfinished pipeline on the same
-    /// ref is canceled when every job of it that has started is `interruptible`
-    /// (`on_new_commit: conservative`, the default), or only its interruptible jobs are
-    /// (`interruptible`); `none` turns it off.
-    async fn auto_cancel_older(&self, project_id: i64, git_ref: &str, new_id: i64) -> Result<()> {
+    /// ref, for another commit, is canceled when every job of it that has started is
+    /// `interruptible` (`on_new_commit: conservative`, the default), or only its
+    /// interruptible jobs are (`interruptible`); `none` turns it off. Pipelines of the same
+    /// commit are not redundant (GitLab leaves those of the ref's head alone too).
+    async fn auto_cancel_older(
+        &self,
+        project_id: i64,
+        git_ref: &str,
+        sha: &str,
+        new_id: i64,
+    ) -> Result<()> {
         let older = self
             .inner
             .db
             .unfinished_pipelines_on_ref(project_id, git_ref, new_id)
             .await?;
-        for p in older {
+        for p in older.into_iter().filter(|p| p.sha != sha) {
             let mode = p.auto_cancel.as_deref().unwrap_or("conservative");
             if mode == "none" {
                 continue;
@@ -1251,15 +1269,12 @@ impl Engine {
     /// Ends a job (from one of `from`), retries it if `retry` says so, and moves its
     /// pipeline on.
     async fn end_job(&self, j: &JobRow, end: JobEnd, from: &[JobStatus]) -> Result<()> {
-        let this = self.clone();
         let id = j.id;
-        // Compress the log (bounded memory, off the async threads).
-        let log_size = blocking(move || Ok(this.inner.logs.finish(id)?)).await;
         let mut end = end;
-        match log_size {
-            Ok(()) => end.log_size = end.log_size.max(self.log_len(id)),
-            Err(e) => tracing::warn!(job = id, "finishing the log: {e}"),
-        }
+        end.log_size = end.log_size.max(self.log_len(id));
+        // The row first, then the log: whoever sees the log finished (a live follower) reads
+        // the job's final state. A crash in between leaves a live log of a finished job,
+        // which `recover` compresses.
         let ended = self.inner.db.finish_job(j.id, from, &end).await?;
         if !ended {
             // Canceled before the agent reported: keep what it sent.
@@ -1267,6 +1282,11 @@ impl Engine {
                 .db
                 .set_job_outputs(j.id, end.log_size, end.has_artifacts)
                 .await?;
+        }
+        let this = self.clone();
+        // Compress the log (bounded memory, off the async threads).
+        if let Err(e) = blocking(move || Ok(this.inner.logs.finish(id)?)).await {
+            tracing::warn!(job = id, "finishing the log: {e}");
         }
         self.dispatcher().release(j.id);
         if ended && end.status == JobStatus::Failed {

@@ -531,6 +531,16 @@ fn a_newer_pipeline_cancels_an_older_interruptible_one_only() {
             let old = id(&old);
             s.wait_job(old, "work", "running", T);
             wait_file(&repo.out().join(format!("{old}.started")));
+            if canceled {
+                // A pipeline of the same commit is not redundant: the older one goes on.
+                let same = s.pipeline_vars(project, "main", &[("SHARED", &dir), ("SLEEP", "0")]);
+                let same = s.wait_pipeline(id(&same), T);
+                assert_eq!(same["status"], "success", "{name}: {same:#}");
+                assert_eq!(s.get_pipeline(old)["status"], "running", "{name}");
+            }
+            // A new commit on the ref makes the older pipeline redundant.
+            repo.write("CHANGES", "next\n");
+            repo.commit("next");
             let new = s.pipeline_vars(project, "main", &[("SHARED", &dir), ("SLEEP", "0")]);
             let new = id(&new);
             if canceled {

@@ -116,7 +116,12 @@ pub trait Prepared: Send {
 /// first failing command, print each command (in green) before running it.
 pub fn render_script(commands: &[String], project_dir: &str) -> String {
     let mut s = String::new();
-    s.push_str("set -e\n(set -o pipefail) 2>/dev/null && set -o pipefail\n");
+    // bash has pipefail: set it without the probe's fork; other shells are asked first (a
+    // failing `set` would end a POSIX shell).
+    s.push_str(
+        "set -e\nif [ -n \"${BASH_VERSION:-}\" ]; then set -o pipefail; \
+         elif (set -o pipefail) 2>/dev/null; then set -o pipefail; fi\n",
+    );
     s.push_str(&format!("cd {}\n", shell_quote(project_dir)));
     for cmd in commands {
         let shown = cmd.trim_end();

@@ -188,21 +188,12 @@ pub async fn stream(
                 return Some((Ok(ev), st));
             }
             if state.finished {
-                // The engine finishes (compresses) the log just before it records the
-                // job's end: give the row a moment so `end` carries the final status.
-                let mut status = "unknown".to_string();
-                for _ in 0..200 {
-                    match st.s.engine.job_row(st.id).await {
-                        Ok(j) => {
-                            status = j.status.as_str().to_string();
-                            if j.status.is_finished() {
-                                break;
-                            }
-                        }
-                        Err(_) => break,
-                    }
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
+                // The engine records the job's end before it finishes the log, so the row
+                // is final here.
+                let status = match st.s.engine.job_row(st.id).await {
+                    Ok(j) => j.status.as_str().to_string(),
+                    Err(_) => "unknown".into(),
+                };
                 st.done = true;
                 let data = serde_json::json!({"status": status, "offset": st.offset}).to_string();
                 return Some((Ok(Event::default().event("end").data(data)), st));
