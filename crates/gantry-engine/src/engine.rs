@@ -359,7 +359,11 @@ impl Engine {
                 tracing::warn!(project = %path, "first fetch failed: {e}");
                 self.inner.mirrors.lock().expect("mirrors").remove(&id);
                 let _ = std::fs::remove_dir_all(
-                    self.inner.config.data_dir.join("git").join(format!("{id}.git")),
+                    self.inner
+                        .config
+                        .data_dir
+                        .join("git")
+                        .join(format!("{id}.git")),
                 );
                 self.inner.db.delete_project(id).await?;
                 return Err(e);
@@ -425,12 +429,9 @@ impl Engine {
                     // A ref the remote does not have is the caller's mistake (400), not
                     // a failing remote (502).
                     m.fetch(&[ref2.as_str()]).map_err(|e| match e {
-                        crate::git::GitError::RefNotFound { .. } => {
-                            EngineError::BadRequest(format!(
-                                "'{ref2}' is neither a branch nor a tag of {}: {e}",
-                                p2.path
-                            ))
-                        }
+                        crate::git::GitError::RefNotFound { .. } => EngineError::BadRequest(
+                            format!("'{ref2}' is neither a branch nor a tag of {}: {e}", p2.path),
+                        ),
                         e => e.into(),
                     })?;
                     let rev = sha_req.as_deref().unwrap_or(&ref2);
