@@ -60,6 +60,8 @@ pub struct EngineConfig {
 }
 
 const STRIPES: usize = 64;
+/// A mirror's `git cat-file` process stops after this long unused.
+const MIRROR_IDLE: Duration = Duration::from_secs(10);
 
 /// Cheap to clone; every clone is the same engine.
 #[derive(Clone)]
@@ -232,6 +234,18 @@ impl Engine {
         }
         self.pump().await;
         metrics::gauge!("gantry_queue_length").set(self.dispatcher().queue_len() as f64);
+        // Mirrors nobody read from for a while give their git process back.
+        let mirrors: Vec<Arc<Mirror>> = self
+            .inner
+            .mirrors
+            .lock()
+            .expect("mirrors")
+            .values()
+            .cloned()
+            .collect();
+        for m in mirrors {
+            m.release_idle(MIRROR_IDLE);
+        }
         Ok(())
     }
 

@@ -696,3 +696,22 @@ fn the_cat_file_process_serves_many_calls_and_comes_back_when_killed() {
     );
     assert_ne!(m.batch_pid(), Some(pid));
 }
+
+#[test]
+fn an_idle_cat_file_process_is_released_and_comes_back_on_the_next_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let sha = source_repo(&src, &[("a.yml", "a: 1\n")]);
+    let m = open(tmp.path(), "p", Remote::new(src.to_str().unwrap()));
+    m.fetch(&[]).unwrap();
+    assert!(m.read_file(&sha, "a.yml").unwrap().is_some());
+    assert!(m.batch_pid().is_some());
+    assert!(
+        !m.release_idle(Duration::from_secs(60)),
+        "just used: kept"
+    );
+    assert!(m.release_idle(Duration::ZERO));
+    assert_eq!(m.batch_pid(), None);
+    assert_eq!(m.read_file(&sha, "a.yml").unwrap().unwrap(), b"a: 1\n");
+    assert!(m.batch_pid().is_some(), "started again");
+}

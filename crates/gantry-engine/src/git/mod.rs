@@ -98,6 +98,8 @@ pub struct Mirror {
     runner: Runner,
     timeouts: Timeouts,
     batch: Mutex<Option<Batch>>,
+    /// When the cat-file process last answered (for [`Mirror::release_idle`]).
+    last_used: Mutex<std::time::Instant>,
     fetching: Mutex<()>,
 }
 
@@ -129,6 +131,7 @@ impl Mirror {
             },
             timeouts: Timeouts::default(),
             batch: Mutex::new(None),
+            last_used: Mutex::new(std::time::Instant::now()),
             fetching: Mutex::new(()),
         };
         let t = mirror.timeouts.local;
@@ -375,6 +378,22 @@ impl Mirror {
         self.runner.exec("archive", cmd, self.timeouts.network, out)
     }
 
+    /// Stops the `cat-file` process when it has not been used for `idle` (a few MiB per
+    /// mirror); the next read starts it again. Returns whether it stopped one.
+    pub fn release_idle(&self, idle: Duration) -> bool {
+        if lock(&self.last_used).elapsed() < idle {
+            return false;
+        }
+        // Never wait for a mirror in use: try, and leave it for the next round.
+        match self.batch.try_lock() {
+            Ok(mut g) if g.is_some() => {
+                *g = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The id of the running `cat-file` process, if any (for tests and diagnostics).
     pub fn batch_pid(&self) -> Option<u32> {
         self.batch_guard().as_ref().map(Batch::pid)
@@ -413,7 +432,10 @@ impl Mirror {
             }
             let b = guard.as_mut().expect("started above");
             match f(b) {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    *lock(&self.last_used) = std::time::Instant::now();
+                    return Ok(v);
+                }
                 Err(e) => {
                     tracing::warn!(mirror = %self.url(), error = %e, "git cat-file failed; restarting it");
                     *guard = None;
