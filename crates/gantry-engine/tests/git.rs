@@ -706,10 +706,7 @@ fn an_idle_cat_file_process_is_released_and_comes_back_on_the_next_read() {
     m.fetch(&[]).unwrap();
     assert!(m.read_file(&sha, "a.yml").unwrap().is_some());
     assert!(m.batch_pid().is_some());
-    assert!(
-        !m.release_idle(Duration::from_secs(60)),
-        "just used: kept"
-    );
+    assert!(!m.release_idle(Duration::from_secs(60)), "just used: kept");
     assert!(m.release_idle(Duration::ZERO));
     assert_eq!(m.batch_pid(), None);
     assert_eq!(m.read_file(&sha, "a.yml").unwrap().unwrap(), b"a: 1\n");
