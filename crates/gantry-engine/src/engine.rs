@@ -87,6 +87,9 @@ struct Inner {
     locks: Vec<tokio::sync::Mutex<()>>,
     /// Results that arrived before the whole log: (agent, result).
     parked: Mutex<HashMap<i64, (i64, Finished)>>,
+    /// Pipelines' triggers as jobs receive them (without the planner's file lists). They never
+    /// change once stored; kept to spare a read per pushed job.
+    triggers: Mutex<HashMap<i64, Arc<Trigger>>>,
     next_conn: AtomicU64,
     admin_hash: String,
     registration_hash: String,
@@ -123,6 +126,7 @@ impl Engine {
                 dispatch: Mutex::new(Dispatcher::default()),
                 locks: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 parked: Mutex::new(HashMap::new()),
+                triggers: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
                 admin_hash: hash_token(admin_token),
                 registration_hash: hash_token(registration_token),
@@ -637,11 +641,14 @@ impl Engine {
             .db
             .plan_pipeline(id, &trigger_json, auto_cancel.as_deref(), &jobs)
             .await?;
+        self.remember_trigger(id, trigger.clone());
+        // The new pipeline's jobs go out first; older pipelines are canceled after.
+        self.advance(id).await?;
         if parent_job.is_none() {
             self.auto_cancel_older(project.id, &trigger.ref_name, &trigger.commit.sha, id)
                 .await?;
         }
-        self.advance(id).await
+        Ok(())
     }
 
     fn project_info(&self, p: &ProjectRow) -> ProjectInfo {
@@ -1184,19 +1191,18 @@ impl Engine {
     async fn push(&self, q: &Queued, agent: i64) -> Result<()> {
         let token = new_token("gjt_");
         let lease_until = now_ms() + self.inner.config.lease.as_millis() as i64;
-        if !self
+        let Some(j) = self
             .inner
             .db
-            .assign_job(q.job_id, agent, &hash_token(&token), lease_until)
+            .claim_job(q.job_id, agent, &hash_token(&token), lease_until)
             .await?
-        {
+        else {
             // Canceled while queued.
             self.dispatcher().release(q.job_id);
             return Ok(());
-        }
+        };
         metrics::histogram!("gantry_job_pickup_seconds")
             .record((now_ms() - q.queued_at).max(0) as f64 / 1000.0);
-        let j = self.job_row(q.job_id).await?;
         let payload = self.payload(&j, token).await?;
         let sent = self
             .dispatcher()
@@ -1232,19 +1238,7 @@ impl Engine {
     }
 
     async fn payload(&self, j: &JobRow, token: String) -> Result<JobPayload> {
-        let p = self
-            .inner
-            .db
-            .pipeline(j.pipeline_id)
-            .await?
-            .ok_or_else(|| EngineError::not_found("pipeline"))?;
-        let mut trigger: Trigger = serde_json::from_str(&p.trigger_json).map_err(|e| {
-            EngineError::Internal(format!("stored trigger of pipeline {}: {e}", p.id))
-        })?;
-        // Only the planner needs these; they can be large.
-        trigger.files = None;
-        trigger.changed_files = None;
-        trigger.changed_since.clear();
+        let trigger = self.job_trigger(j.pipeline_id).await?;
         let def = parse_def(j)?;
         let jobs = self.current_jobs(j.pipeline_id).await?;
         let waits_for: Vec<&JobRow> = match (&def.artifacts_from, &def.needs) {
@@ -1275,10 +1269,47 @@ impl Engine {
             attempt: j.attempt,
             pipeline_id: j.pipeline_id,
             project_id: j.project_id,
-            trigger,
+            trigger: (*trigger).clone(),
             definition: def,
             dependencies,
         })
+    }
+
+    /// A pipeline's trigger as its jobs get it: without the lists only the planner needs
+    /// (they can be large).
+    async fn job_trigger(&self, pipeline_id: i64) -> Result<Arc<Trigger>> {
+        if let Some(t) = self
+            .inner
+            .triggers
+            .lock()
+            .expect("triggers")
+            .get(&pipeline_id)
+        {
+            return Ok(t.clone());
+        }
+        let p = self
+            .inner
+            .db
+            .pipeline(pipeline_id)
+            .await?
+            .ok_or_else(|| EngineError::not_found(format!("pipeline {pipeline_id}")))?;
+        let trigger: Trigger = serde_json::from_str(&p.trigger_json).map_err(|e| {
+            EngineError::Internal(format!("stored trigger of pipeline {}: {e}", p.id))
+        })?;
+        Ok(self.remember_trigger(pipeline_id, trigger))
+    }
+
+    fn remember_trigger(&self, pipeline_id: i64, mut trigger: Trigger) -> Arc<Trigger> {
+        trigger.files = None;
+        trigger.changed_files = None;
+        trigger.changed_since.clear();
+        let t = Arc::new(trigger);
+        let mut cache = self.inner.triggers.lock().expect("triggers");
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        cache.insert(pipeline_id, t.clone());
+        t
     }
 
     /// Ends a job (from one of `from`), retries it if `retry` says so, and moves its
