@@ -572,6 +572,31 @@ impl Db {
         Ok(r.rows_affected() > 0)
     }
 
+    /// [`Db::assign_job`] that also returns the job's row as it is now (one round trip on
+    /// the way from a trigger to the agent instead of two); `None` when it was not pending.
+    pub async fn claim_job(
+        &self,
+        id: i64,
+        agent_id: i64,
+        token_hash: &str,
+        lease_until: i64,
+    ) -> Result<Option<JobRow>> {
+        // fetch_all: SQLite finishes a RETURNING statement (and reports its errors) only
+        // when every row has been read.
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE jobs SET status = 'running', agent_id = $1, token_hash = $2, lease_until = $3, \
+             started_at = $4 WHERE id = $5 AND status = 'pending' RETURNING {JOB_COLS}"
+        )))
+        .bind(agent_id)
+        .bind(token_hash)
+        .bind(lease_until)
+        .bind(now_ms())
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.first().map(JobRow::from_row).transpose()
+    }
+
     /// A job that never reaches an agent (a trigger job) starts running.
     pub async fn start_job_in_server(&self, id: i64) -> Result<bool> {
         let r = sqlx::query(
