@@ -637,10 +637,20 @@ impl Engine {
             .as_ref()
             .and_then(|a| a.on_new_commit.clone());
         let trigger_json = serde_json::to_string(&trigger).expect("triggers serialize");
-        self.inner
+        if let Err(e) = self
+            .inner
             .db
             .plan_pipeline(id, &trigger_json, auto_cancel.as_deref(), &jobs)
-            .await?;
+            .await
+        {
+            // The pipeline's row is stored, its jobs are not (a full disk): it fails, saying
+            // why, instead of staying `created` with nothing to run.
+            let why = format!("the pipeline could not be stored: {e}");
+            if let Err(e2) = self.inner.db.set_pipeline_errors(id, &why).await {
+                tracing::warn!(pipeline = id, "recording why the pipeline failed: {e2}");
+            }
+            return Err(e.into());
+        }
         self.remember_trigger(id, trigger.clone());
         // The new pipeline's jobs go out first; older pipelines are canceled after.
         self.advance(id).await?;

@@ -173,10 +173,10 @@ impl Db {
         .bind(p.pipeline_file.as_deref())
         .bind(p.credentials.as_deref())
         .bind(now_ms())
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(|e| unique_to_conflict(e, &format!("a project with path '{}' exists", p.path)))?;
-        Ok(row.get::<i64, _>(0))
+        returned_id(&row)
     }
 
     /// Removes a project that has no pipelines (a registration whose first fetch failed).
@@ -250,9 +250,9 @@ impl Db {
         .bind(p.errors.as_deref())
         .bind(p.auto_cancel.as_deref())
         .bind(now_ms())
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(row.get::<i64, _>(0))
+        returned_id(&row)
     }
 
     /// Stores the pipeline's trigger (once its id is known) and its jobs, in one transaction.
@@ -688,9 +688,9 @@ impl Db {
         .bind(i64::from(a.concurrency))
         .bind(&a.version)
         .bind(now_ms())
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(row.get::<i64, _>(0))
+        returned_id(&row)
     }
 
     /// What an agent says of itself when it connects.
@@ -740,6 +740,15 @@ impl Db {
         .await?;
         rows.iter().map(AgentRow::from_row).collect()
     }
+}
+
+/// The id an `INSERT … RETURNING id` gave. Such statements outside a transaction use
+/// `fetch_all`, not `fetch_one`: SQLite commits the statement when it is stepped to its end,
+/// and a `fetch_one` stops after the first row, so a commit that fails (a full disk:
+/// "database or disk is full") was lost and the id of a row that does not exist returned.
+fn returned_id(rows: &[AnyRow]) -> Result<i64> {
+    let row = rows.first().ok_or(sqlx::Error::RowNotFound)?;
+    Ok(row.get::<i64, _>(0))
 }
 
 async fn insert_job(tx: &mut sqlx::Transaction<'_, sqlx::Any>, j: &NewJob) -> Result<i64> {

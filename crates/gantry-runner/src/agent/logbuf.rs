@@ -7,6 +7,9 @@
 //! never below it, never past a byte the server has not got. While the server is away, bytes
 //! stay here: in memory up to `spill_limit`, then in a file (memory stays bounded however
 //! long the server is gone); the file is deleted once the server has everything in it.
+//! The server acknowledges what it stores at once; bytes still unacknowledged a heartbeat
+//! after they went were not stored (its disk was full, say) and are sent again
+//! ([`LogBuffer::rewind_stalled`]).
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -21,6 +24,8 @@ pub struct LogBuffer {
     acked: u64,
     sent: u64,
     end: u64,
+    /// `sent` at the last [`LogBuffer::rewind_stalled`].
+    checked: u64,
     store: Store,
     spill_limit: usize,
     spill_path: PathBuf,
@@ -41,6 +46,7 @@ impl LogBuffer {
             acked: 0,
             sent: 0,
             end: 0,
+            checked: 0,
             store: Store::Mem {
                 buf: Vec::new(),
                 head: 0,
@@ -150,11 +156,30 @@ impl LogBuffer {
     pub fn resume(&mut self, offset: u64) {
         self.ack(offset);
         self.sent = offset.clamp(self.acked, self.end);
+        self.checked = self.acked;
     }
 
     /// The connection is gone: the server may not have got what was sent and not acked.
     pub fn disconnected(&mut self) {
         self.sent = self.acked;
+        self.checked = self.acked;
+    }
+
+    /// Called once a heartbeat: whether bytes sent before the previous call are still not
+    /// acknowledged, i.e. the server did not store them (a write that failed on a full
+    /// disk: it stores and acknowledges nothing past it). Then sending restarts at the
+    /// acknowledged offset, and the caller sends everything again (the server skips the
+    /// bytes it has, so a slow acknowledgement costs traffic, never a duplicate).
+    pub fn rewind_stalled(&mut self) -> bool {
+        let stalled = self.checked > self.acked;
+        if stalled {
+            self.sent = self.acked;
+            // The caller sends up to the end now.
+            self.checked = self.end;
+        } else {
+            self.checked = self.sent;
+        }
+        stalled
     }
 
     /// The next frame to send, at most `max` bytes from `sent`; advances `sent`.
@@ -267,6 +292,35 @@ mod tests {
             server.extend_from_slice(&data);
         }
         assert_eq!(server, expected);
+    }
+
+    #[test]
+    fn bytes_the_server_did_not_store_are_sent_again_a_heartbeat_later() {
+        let (_d, mut b) = buffer(1 << 20);
+        b.push(b"0123456789").unwrap();
+        assert_eq!(drain(&mut b, 4).len(), 3);
+        // The server stored 4 bytes and refused the rest (its disk was full).
+        b.ack(4);
+        assert!(
+            !b.rewind_stalled(),
+            "sent since the last beat: not stalled yet"
+        );
+        assert_eq!(b.next_frame(100).unwrap(), None);
+        assert!(b.rewind_stalled(), "a beat later, still not acknowledged");
+        assert_eq!(drain(&mut b, 100), vec![(4, b"456789".to_vec())]);
+        // Refused again; then stored.
+        assert!(b.rewind_stalled());
+        assert_eq!(drain(&mut b, 100), vec![(4, b"456789".to_vec())]);
+        b.ack(10);
+        assert!(!b.rewind_stalled());
+        assert!(!b.rewind_stalled());
+        // Acknowledged in time: nothing is sent twice.
+        b.push(b"ab").unwrap();
+        assert_eq!(drain(&mut b, 100), vec![(10, b"ab".to_vec())]);
+        assert!(!b.rewind_stalled());
+        b.ack(12);
+        assert!(!b.rewind_stalled());
+        assert_eq!(b.next_frame(100).unwrap(), None);
     }
 
     #[test]

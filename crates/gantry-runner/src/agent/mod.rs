@@ -21,7 +21,8 @@
 //!   into a per-job [`logbuf::LogBuffer`], and out as binary `LogFrame`s as soon as bytes
 //!   arrive: every read from the process wakes the connection, which sends everything
 //!   written since (so small writes coalesce). Bytes stay until `LogAck`; while the server is
-//!   away they are kept (beyond 64 MiB per job, in a file in the state dir).
+//!   away they are kept (beyond 64 MiB per job, in a file in the state dir). Bytes still
+//!   unacknowledged a heartbeat after they went were not stored and go again.
 //! - **Heartbeat** every `heartbeat_ms` extends the leases.
 //! - **Shutdown** (the `shutdown` token: Ctrl-C or SIGTERM in `gantry agent`) cancels the
 //!   running jobs, reports them `canceled`, waits up to 10 s for the server to acknowledge,
@@ -616,6 +617,11 @@ async fn session(
                 }
                 send_json(&mut sink, &AgentMsg::Heartbeat).await?;
                 sink.send(Message::Ping(Vec::new().into())).await.map_err(|e| format!("connection lost: {e}"))?;
+                // Log bytes the server did not store (a full disk) go again.
+                for id in stalled_logs(agent) {
+                    send_log(agent, &mut sink, id).await?;
+                }
+                sink.flush().await.map_err(|e| format!("connection lost: {e}"))?;
             }
             _ = shutdown.cancelled(), if !agent.stopping() => agent.stop(),
         }
@@ -630,6 +636,16 @@ where
     sink.send(Message::Text(text.into()))
         .await
         .map_err(|e| format!("connection lost: {e}"))
+}
+
+/// Jobs whose log bytes sent a heartbeat ago are still not acknowledged; sending restarts
+/// at their acknowledged offset.
+fn stalled_logs(agent: &Agent) -> Vec<i64> {
+    let jobs = agent.jobs.lock().expect("jobs");
+    jobs.iter()
+        .filter(|(_, s)| s.log.lock().expect("log").rewind_stalled())
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 /// Queues every unsent log byte of job `id` as frames (flushed by the caller).
