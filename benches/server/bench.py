@@ -213,7 +213,9 @@ def measure(system, args):
     # Warm-up: one pipeline of each kind (first-use costs: builder dirs, caches).
     wait_finished(system, system.trigger("one"), poll)
     wait_finished(system, system.trigger("pipeline"), poll)
-    time.sleep(2)
+    # Idle: nothing has happened for a while (both systems wait the same; Gantry gives back
+    # a mirror's git process after 10 s unused).
+    time.sleep(args.idle_s)
     res["rss_idle_kib"] = rss_kib(system.server_pids())
     res["helper_rss_idle_kib"] = rss_kib(system.helper_pids())
 
@@ -294,6 +296,7 @@ def main():
     ap.add_argument("--throughput", type=int, default=200)
     ap.add_argument("--workers", type=int, default=1, help="jobs the system may run at once")
     ap.add_argument("--poll-ms", type=float, default=5)
+    ap.add_argument("--idle-s", type=float, default=15, help="quiet seconds before the idle memory")
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     system = make_system(args.system, args.work, args.workers)
