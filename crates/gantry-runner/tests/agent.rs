@@ -245,15 +245,23 @@ impl Agent {
     }
 }
 
-/// Reads until `Finished` for `job`, storing log frames strictly in order (an overlap or a gap
-/// fails) and acknowledging them.
+/// Reads until `Finished` for `job`, storing log frames as the server does: a gap fails, a
+/// resend of bytes already stored (the agent repeats what stays unacknowledged a heartbeat
+/// later) must match them and is stored once. Acknowledges when `ack`.
 async fn until_finished(c: &mut Conn, job: i64, log: &mut Vec<u8>, ack: bool) -> Finished {
     loop {
         match c.recv().await {
             In::Log(f) => {
                 assert_eq!(f.job_id, job);
-                assert_eq!(f.offset, log.len() as u64, "a gap or a duplicate");
-                log.extend_from_slice(&f.data);
+                let at = f.offset as usize;
+                assert!(at <= log.len(), "a gap: {at} after {} bytes", log.len());
+                let overlap = (log.len() - at).min(f.data.len());
+                assert_eq!(
+                    &log[at..at + overlap],
+                    &f.data[..overlap],
+                    "a resend differs"
+                );
+                log.extend_from_slice(&f.data[overlap..]);
                 if ack {
                     c.send(&ServerMsg::LogAck {
                         job_id: job,
@@ -470,13 +478,44 @@ async fn cancel_kills_the_job_at_once() {
     let fin = until_finished(&mut c, 9, &mut log, false).await;
     assert_eq!(fin.status, JobStatus::Canceled);
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    // The sleep is gone (or a zombie waiting for its reaper).
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-    assert!(
-        stat.is_empty() || state.starts_with('Z'),
-        "sleep still runs: {stat}"
-    );
+    // The sleep is gone (or a zombie waiting for its reaper); a SIGKILL takes effect a
+    // moment after it is sent, so look for up to a second.
+    let gone = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .to_string();
+        (stat.is_empty() || state.starts_with('Z'), stat)
+    };
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !gone().0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (dead, stat) = gone();
+    assert!(dead, "sleep still runs: {stat}");
     c.send(&ServerMsg::FinishedAck { job_id: 9 }).await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_that_arrives_before_its_job_cancels_it_on_arrival() {
+    let mut s = server().await;
+    let agent = start_agent(&s.url);
+    let mut c = s.accept().await;
+    c.recv_msg().await;
+    c.welcome(Vec::new()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("ran");
+    c.send(&ServerMsg::Cancel { job_id: 11 }).await;
+    let def = definition(&[&format!("touch {}", marker.display())], "");
+    c.send(&payload(11, def)).await;
+    let mut log = Vec::new();
+    let fin = until_finished(&mut c, 11, &mut log, true).await;
+    assert_eq!(fin.status, JobStatus::Canceled);
+    assert!(!marker.exists(), "the script never ran");
+    c.send(&ServerMsg::FinishedAck { job_id: 11 }).await;
     agent.stop().await;
 }

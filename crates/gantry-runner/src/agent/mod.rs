@@ -240,6 +240,9 @@ struct Agent {
     events: mpsc::UnboundedSender<Out>,
     stopping: AtomicBool,
     creds: Mutex<Option<Credentials>>,
+    /// Cancels that came before their job (the server cancels a job it is still sending):
+    /// such a job ends as canceled the moment it arrives. The last few ids only.
+    early_cancels: Mutex<std::collections::VecDeque<i64>>,
 }
 
 impl Agent {
@@ -294,6 +297,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         jobs: Mutex::new(HashMap::new()),
         events: tx,
         stopping: AtomicBool::new(false),
+        early_cancels: Mutex::new(std::collections::VecDeque::new()),
     });
     let mut backoff = BACKOFF_START;
     let mut generation = 0u64;
@@ -690,6 +694,12 @@ fn handle(agent: &Arc<Agent>, msg: ServerMsg) {
         ServerMsg::Cancel { job_id } => {
             if let Some(s) = agent.jobs.lock().expect("jobs").get(&job_id) {
                 s.cancel.cancel();
+            } else {
+                let mut early = agent.early_cancels.lock().expect("early cancels");
+                if early.len() >= 256 {
+                    early.pop_front();
+                }
+                early.push_back(job_id);
             }
         }
         ServerMsg::LogAck { job_id, offset } => {
@@ -724,6 +734,12 @@ fn start_job(agent: &Arc<Agent>, p: JobPayload) {
         if jobs.contains_key(&id) {
             return; // pushed again after a reconnect: it runs (or ran) here already
         }
+        let mut early = agent.early_cancels.lock().expect("early cancels");
+        if let Some(i) = early.iter().position(|&j| j == id) {
+            early.remove(i);
+            cancel.cancel();
+        }
+        drop(early);
         if agent.stopping() {
             cancel.cancel();
         }
