@@ -474,11 +474,10 @@ impl Engine {
                 }
             }
             let commit = m.commit_info(&sha)?;
-            let files = m.list_files(&sha)?;
-            Ok((m, sha, is_tag, file, candidates, commit, files))
+            Ok((m, sha, is_tag, file, candidates, commit))
         })
         .await?;
-        let (mirror, sha, is_tag, file, candidates, commit, files) = found;
+        let (mirror, sha, is_tag, file, candidates, commit) = found;
 
         let mut trigger = Trigger {
             source,
@@ -497,7 +496,6 @@ impl Engine {
                 .iter()
                 .map(|kv| (kv.key.clone(), kv.value.clone()))
                 .collect(),
-            files: Some(files),
             ..Trigger::default()
         };
         let id = self
@@ -585,6 +583,11 @@ impl Engine {
             let Some(pipeline) = loaded.pipeline.as_ref() else {
                 return Ok(Err(loaded.diagnostics.render(&loaded.sources)));
             };
+            // The commit's file list only when `rules:exists` needs it.
+            let mut t2 = t2.clone();
+            if t2.files.is_none() && pipeline.uses_exists() {
+                t2.files = Some(mirror.list_files(&t2.commit.sha)?);
+            }
             let mut diags = gantry_pipeline::diag::Diagnostics::new();
             let plan = gantry_pipeline::plan::compile(pipeline, &t2, &mut diags);
             if diags.has_errors() {

@@ -1175,3 +1175,32 @@ fn the_cli_adds_projects_runs_pipelines_and_follows_logs() {
         assert_eq!(out, log, "{name}: -f prints the whole log, once");
     }
 }
+
+// ---- rules:exists ------------------------------------------------------------------------------
+
+#[test]
+fn rules_exists_sees_the_files_of_the_pipeline_commit() {
+    for db in backends("exists") {
+        let repo = Project::with_files(&[
+            (
+                ".gitlab-ci.yml",
+                "image-build:\n  rules: [{exists: [docker/Dockerfile]}]\n  script: [echo image]\n\
+                 helm:\n  rules: [{exists: ['chart/*.yaml']}]\n  script: [echo chart]\n\
+                 always:\n  script: [echo always]\n",
+            ),
+            ("docker/Dockerfile", "FROM scratch\n"),
+        ]);
+        let s = Server::start(Options::new(&db));
+        let project = s.project("team/exists", repo.path());
+        let p = s.pipeline(project, "main");
+        let p = s.wait_pipeline(id(&p), T);
+        assert_eq!(p["status"], "success", "{}: {p:#}", db.name());
+        let names: Vec<&str> = p["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["image-build", "always"], "{}", db.name());
+    }
+}

@@ -30,6 +30,16 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Whether any `rules:exists` needs the commit's file list
+    /// ([`crate::trigger::Trigger::files`]); a server lists files only then.
+    pub fn uses_exists(&self) -> bool {
+        self.jobs
+            .values()
+            .flat_map(|j| j.rules.iter().flatten())
+            .chain(self.workflow.rules.iter().flatten())
+            .any(|r| r.exists.is_some())
+    }
+
     /// Every ref that `rules:changes:compare_to` names (as written; variables unexpanded), so
     /// that callers can compute [`crate::trigger::Trigger::changed_since`] for them.
     pub fn compare_to_refs(&self) -> Vec<String> {
