@@ -4,7 +4,9 @@
 mod common;
 
 use common::Project;
-use common::server::{Agent, Api, Options, Server, backends, job_named, wait_for};
+use common::server::{
+    Agent, Api, Options, Server, attempts, backends, id, job, job_named, wait_for,
+};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -54,27 +56,6 @@ fn a_pipeline_runs_its_stages_with_artifacts_dotenv_and_a_manual_job() {
 }
 
 // ---- helpers ----------------------------------------------------------------------------
-
-fn id(v: &Value) -> i64 {
-    v["id"].as_i64().unwrap_or_else(|| panic!("no id in {v:#}"))
-}
-
-fn job(p: &Value, name: &str) -> Value {
-    job_named(p, name).unwrap_or_else(|| panic!("no job {name} in {p:#}"))
-}
-
-/// Every attempt of job `name`, first attempt first.
-fn attempts(p: &Value, name: &str) -> Vec<Value> {
-    let mut v: Vec<Value> = p["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|j| j["name"] == name)
-        .cloned()
-        .collect();
-    v.sort_by_key(|j| j["attempt"].as_i64());
-    v
-}
 
 fn head(repo: &Project) -> String {
     let o = std::process::Command::new("git")

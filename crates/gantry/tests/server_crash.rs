@@ -4,33 +4,12 @@
 mod common;
 
 use common::Project;
-use common::server::{Agent, Options, Server, backends, job_named, wait_for};
+use common::server::{Agent, Options, Server, attempts, backends, id, job, wait_for};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
-
-fn id(v: &Value) -> i64 {
-    v["id"].as_i64().unwrap_or_else(|| panic!("no id in {v:#}"))
-}
-
-fn job(p: &Value, name: &str) -> Value {
-    job_named(p, name).unwrap_or_else(|| panic!("no job {name} in {p:#}"))
-}
-
-/// Every attempt of job `name`, first attempt first.
-fn attempts(p: &Value, name: &str) -> Vec<Value> {
-    let mut v: Vec<Value> = p["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|j| j["name"] == name)
-        .cloned()
-        .collect();
-    v.sort_by_key(|j| j["attempt"].as_i64());
-    v
-}
 
 /// The numbers of the log's lines that are exactly `{word} N`, in log order.
 fn numbered(log: &str, word: &str) -> Vec<u32> {

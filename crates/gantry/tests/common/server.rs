@@ -351,6 +351,29 @@ impl Drop for Server {
     }
 }
 
+/// A document's `id`.
+pub fn id(v: &Value) -> i64 {
+    v["id"].as_i64().unwrap_or_else(|| panic!("no id in {v:#}"))
+}
+
+/// The latest attempt of job `name` in a pipeline document (which must have it).
+pub fn job(p: &Value, name: &str) -> Value {
+    job_named(p, name).unwrap_or_else(|| panic!("no job {name} in {p:#}"))
+}
+
+/// Every attempt of job `name`, first attempt first.
+pub fn attempts(p: &Value, name: &str) -> Vec<Value> {
+    let mut v: Vec<Value> = p["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["name"] == name)
+        .cloned()
+        .collect();
+    v.sort_by_key(|j| j["attempt"].as_i64());
+    v
+}
+
 /// The latest attempt of job `name` in a pipeline document.
 pub fn job_named(p: &Value, name: &str) -> Option<Value> {
     p["jobs"]
