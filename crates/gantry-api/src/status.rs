@@ -22,32 +22,6 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub const ALL: &'static [JobStatus] = &[
-        JobStatus::Created,
-        JobStatus::Pending,
-        JobStatus::Running,
-        JobStatus::Success,
-        JobStatus::Failed,
-        JobStatus::Canceled,
-        JobStatus::Skipped,
-        JobStatus::Manual,
-        JobStatus::Scheduled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Created => "created",
-            JobStatus::Pending => "pending",
-            JobStatus::Running => "running",
-            JobStatus::Success => "success",
-            JobStatus::Failed => "failed",
-            JobStatus::Canceled => "canceled",
-            JobStatus::Skipped => "skipped",
-            JobStatus::Manual => "manual",
-            JobStatus::Scheduled => "scheduled",
-        }
-    }
-
     /// Finished for good (a retry makes a new job).
     pub fn is_finished(self) -> bool {
         matches!(
@@ -62,23 +36,6 @@ impl JobStatus {
             self,
             JobStatus::Created | JobStatus::Pending | JobStatus::Running | JobStatus::Scheduled
         )
-    }
-}
-
-impl fmt::Display for JobStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for JobStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        JobStatus::ALL
-            .iter()
-            .copied()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| format!("unknown job status '{s}'"))
     }
 }
 
@@ -99,32 +56,6 @@ pub enum PipelineStatus {
 }
 
 impl PipelineStatus {
-    pub const ALL: &'static [PipelineStatus] = &[
-        PipelineStatus::Created,
-        PipelineStatus::Pending,
-        PipelineStatus::Running,
-        PipelineStatus::Success,
-        PipelineStatus::Failed,
-        PipelineStatus::Canceled,
-        PipelineStatus::Skipped,
-        PipelineStatus::Manual,
-        PipelineStatus::Scheduled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PipelineStatus::Created => "created",
-            PipelineStatus::Pending => "pending",
-            PipelineStatus::Running => "running",
-            PipelineStatus::Success => "success",
-            PipelineStatus::Failed => "failed",
-            PipelineStatus::Canceled => "canceled",
-            PipelineStatus::Skipped => "skipped",
-            PipelineStatus::Manual => "manual",
-            PipelineStatus::Scheduled => "scheduled",
-        }
-    }
-
     pub fn is_finished(self) -> bool {
         matches!(
             self,
@@ -133,23 +64,6 @@ impl PipelineStatus {
                 | PipelineStatus::Canceled
                 | PipelineStatus::Skipped
         )
-    }
-}
-
-impl fmt::Display for PipelineStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PipelineStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        PipelineStatus::ALL
-            .iter()
-            .copied()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| format!("unknown pipeline status '{s}'"))
     }
 }
 
@@ -168,52 +82,77 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    pub const ALL: &'static [FailureReason] = &[
-        FailureReason::ScriptFailure,
-        FailureReason::RunnerSystemFailure,
-        FailureReason::JobExecutionTimeout,
-        FailureReason::StuckOrTimeoutFailure,
-        FailureReason::ApiFailure,
-        FailureReason::UnknownFailure,
-        FailureReason::ConfigError,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureReason::ScriptFailure => "script_failure",
-            FailureReason::RunnerSystemFailure => "runner_system_failure",
-            FailureReason::JobExecutionTimeout => "job_execution_timeout",
-            FailureReason::StuckOrTimeoutFailure => "stuck_or_timeout_failure",
-            FailureReason::ApiFailure => "api_failure",
-            FailureReason::UnknownFailure => "unknown_failure",
-            FailureReason::ConfigError => "config_error",
-        }
-    }
-
     /// Whether `retry:when` entry `when` covers this reason.
     pub fn matches(self, when: &str) -> bool {
-        when == "always"
-            || when == self.as_str()
-            || (when == "unknown_failure" && self == FailureReason::UnknownFailure)
+        when == "always" || when == self.as_str()
     }
 }
 
-impl fmt::Display for FailureReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// The names of an enum's variants, both ways: `ALL`, `as_str`, `Display`, `FromStr`.
+macro_rules! names {
+    ($ty:ident, $what:literal, { $($v:ident => $s:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$v),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$v => $s),+
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                $ty::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| format!(concat!("unknown ", $what, " '{}'"), s))
+            }
+        }
+    };
 }
 
-impl FromStr for FailureReason {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        FailureReason::ALL
-            .iter()
-            .copied()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| format!("unknown failure reason '{s}'"))
-    }
-}
+names!(JobStatus, "job status", {
+    Created => "created",
+    Pending => "pending",
+    Running => "running",
+    Success => "success",
+    Failed => "failed",
+    Canceled => "canceled",
+    Skipped => "skipped",
+    Manual => "manual",
+    Scheduled => "scheduled",
+});
+
+names!(PipelineStatus, "pipeline status", {
+    Created => "created",
+    Pending => "pending",
+    Running => "running",
+    Success => "success",
+    Failed => "failed",
+    Canceled => "canceled",
+    Skipped => "skipped",
+    Manual => "manual",
+    Scheduled => "scheduled",
+});
+
+names!(FailureReason, "failure reason", {
+    ScriptFailure => "script_failure",
+    RunnerSystemFailure => "runner_system_failure",
+    JobExecutionTimeout => "job_execution_timeout",
+    StuckOrTimeoutFailure => "stuck_or_timeout_failure",
+    ApiFailure => "api_failure",
+    UnknownFailure => "unknown_failure",
+    ConfigError => "config_error",
+});
 
 #[cfg(test)]
 mod tests {
@@ -227,10 +166,15 @@ mod tests {
         }
         for s in PipelineStatus::ALL {
             assert_eq!(s.as_str().parse::<PipelineStatus>().unwrap(), *s);
+            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{s}\""));
         }
         for s in FailureReason::ALL {
             assert_eq!(s.as_str().parse::<FailureReason>().unwrap(), *s);
+            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{s}\""));
         }
+        assert!(FailureReason::ScriptFailure.matches("always"));
+        assert!(FailureReason::ScriptFailure.matches("script_failure"));
+        assert!(!FailureReason::ScriptFailure.matches("runner_system_failure"));
         assert!("bogus".parse::<JobStatus>().is_err());
     }
 }
