@@ -4,10 +4,10 @@
 //! both under one name: with a subcommand (`list`) the agent's own flags are neither required
 //! nor allowed; without one, `gantry agent --server … --tags …` parses exactly as before.
 
-use super::client::{self, Client, Conn, Output, Paging, typed};
+use super::client::{self, Client, Conn, Output, Paging};
 use anyhow::Result;
 use clap::{ArgMatches, FromArgMatches};
-use gantry_api::rest::{Agent, Page};
+use gantry_api::rest::Agent;
 use std::process::ExitCode;
 
 /// `gantry agent [FLAGS]` (run an agent) or `gantry agent list`.
@@ -74,23 +74,9 @@ pub fn run(c: AgentCommand) -> Result<ExitCode> {
 }
 
 async fn list(client: Client, a: ListArgs) -> Result<ExitCode> {
-    let v = client
-        .get(&format!("/api/v1/agents?{}", a.paging.query()))
-        .await?;
-    if a.output.json() {
-        client::print_json(&v);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let page: Page<Agent> = typed(&v)?;
-    if page.items.is_empty() && a.paging.page == 1 {
-        println!(
-            "no agents: start one with `gantry agent --server URL --token REGISTRATION_TOKEN`"
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    print!("{}", agents_table(&page.items));
-    super::project::more(page.next_page);
-    Ok(ExitCode::SUCCESS)
+    let path = format!("/api/v1/agents?{}", a.paging.query());
+    let empty = "no agents: start one with `gantry agent --server URL --token REGISTRATION_TOKEN`";
+    client::list(&client, &path, &a.output, &a.paging, empty, agents_table).await
 }
 
 fn agents_table(agents: &[Agent]) -> String {

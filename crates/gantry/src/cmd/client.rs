@@ -284,6 +284,34 @@ pub fn typed<T: DeserializeOwned>(v: &Value) -> Result<T, ApiFailure> {
     })
 }
 
+/// A list command: GET `path`, then the document as is (`--format json`), `empty` when the
+/// first page has nothing, or the table `render` makes of the page and a hint when there is a
+/// next one.
+pub async fn list<T: DeserializeOwned>(
+    client: &Client,
+    path: &str,
+    output: &Output,
+    paging: &Paging,
+    empty: &str,
+    render: impl Fn(&[T]) -> String,
+) -> Result<ExitCode> {
+    let v = client.get(path).await?;
+    if output.json() {
+        print_json(&v);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let page: gantry_api::rest::Page<T> = typed(&v)?;
+    if page.items.is_empty() && paging.page == 1 {
+        println!("{empty}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", render(&page.items));
+    if let Some(n) = page.next_page {
+        println!("(more: --page {n})");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Prints a document for `--format json`.
 pub fn print_json(v: &Value) {
     println!(

@@ -3,9 +3,9 @@
 //! the pipeline's result, so a script can wait for CI as it waits for `make`.
 
 use super::client::{self, Client, Conn, Output, Paging, typed};
-use super::project::{more, project_segment};
+use super::project::project_segment;
 use anyhow::Result;
-use gantry_api::rest::{Job, KeyValue, Page, Pipeline, PipelineCreate};
+use gantry_api::rest::{Job, KeyValue, Pipeline, PipelineCreate};
 use gantry_api::{JobStatus, PipelineStatus};
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -258,46 +258,40 @@ async fn list(client: Client, a: ListArgs) -> Result<ExitCode> {
         ),
         None => format!("/api/v1/pipelines?{}", a.paging.query()),
     };
-    let v = client.get(&path).await?;
-    if a.output.json() {
-        client::print_json(&v);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let page: Page<Pipeline> = typed(&v)?;
-    if page.items.is_empty() && a.paging.page == 1 {
-        println!("no pipelines");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rows: Vec<Vec<String>> = page
-        .items
-        .iter()
-        .map(|p| {
-            vec![
-                p.id.to_string(),
-                p.project_id.to_string(),
-                p.git_ref.clone(),
-                short(&p.sha).to_string(),
-                p.status.to_string(),
-                p.source.clone(),
-                client::ago(p.created_at),
-                match (p.started_at, p.finished_at) {
-                    (Some(s), Some(f)) => client::duration(f - s),
-                    _ => String::new(),
-                },
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        client::table(
-            &[
-                "ID", "PROJECT", "REF", "SHA", "STATUS", "SOURCE", "CREATED", "DURATION"
-            ],
-            &rows
-        )
-    );
-    more(page.next_page);
-    Ok(ExitCode::SUCCESS)
+    client::list(
+        &client,
+        &path,
+        &a.output,
+        &a.paging,
+        "no pipelines",
+        |items: &[Pipeline]| {
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.id.to_string(),
+                        p.project_id.to_string(),
+                        p.git_ref.clone(),
+                        short(&p.sha).to_string(),
+                        p.status.to_string(),
+                        p.source.clone(),
+                        client::ago(p.created_at),
+                        match (p.started_at, p.finished_at) {
+                            (Some(s), Some(f)) => client::duration(f - s),
+                            _ => String::new(),
+                        },
+                    ]
+                })
+                .collect();
+            client::table(
+                &[
+                    "ID", "PROJECT", "REF", "SHA", "STATUS", "SOURCE", "CREATED", "DURATION",
+                ],
+                &rows,
+            )
+        },
+    )
+    .await
 }
 
 /// The jobs table of `pipeline show`.

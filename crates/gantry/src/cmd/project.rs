@@ -4,7 +4,7 @@
 
 use super::client::{self, Client, Conn, Output, Paging, encode_segment, typed};
 use anyhow::{Context, Result, bail};
-use gantry_api::rest::{Page, Project, ProjectCreate};
+use gantry_api::rest::{Project, ProjectCreate};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -145,44 +145,31 @@ async fn add(client: Client, body: ProjectCreate, out: Output) -> Result<ExitCod
 }
 
 async fn list(client: Client, a: ListArgs) -> Result<ExitCode> {
-    let v = client
-        .get(&format!("/api/v1/projects?{}", a.paging.query()))
-        .await?;
-    if a.output.json() {
-        client::print_json(&v);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let page: Page<Project> = typed(&v)?;
-    if page.items.is_empty() && a.paging.page == 1 {
-        println!("no projects: add one with `gantry project add PATH --git-url URL`");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rows: Vec<Vec<String>> = page
-        .items
-        .iter()
-        .map(|p| {
-            vec![
-                p.id.to_string(),
-                p.path.clone(),
-                p.git_url.clone(),
-                p.default_branch.clone(),
-                p.pipeline_file.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        client::table(&["ID", "PATH", "GIT URL", "BRANCH", "PIPELINE FILE"], &rows)
-    );
-    more(page.next_page);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The hint under a list that has a next page.
-pub fn more(next: Option<u32>) {
-    if let Some(n) = next {
-        println!("(more: --page {n})");
-    }
+    let path = format!("/api/v1/projects?{}", a.paging.query());
+    let empty = "no projects: add one with `gantry project add PATH --git-url URL`";
+    client::list(
+        &client,
+        &path,
+        &a.output,
+        &a.paging,
+        empty,
+        |items: &[Project]| {
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.id.to_string(),
+                        p.path.clone(),
+                        p.git_url.clone(),
+                        p.default_branch.clone(),
+                        p.pipeline_file.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            client::table(&["ID", "PATH", "GIT URL", "BRANCH", "PIPELINE FILE"], &rows)
+        },
+    )
+    .await
 }
 
 /// A project id or path as one URL path segment.
