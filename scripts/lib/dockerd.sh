@@ -38,50 +38,14 @@ GANTRY_TEST_IMAGE_LAYOUT="1"
 # shellcheck disable=SC2034 # read by the scripts that source this file
 GANTRY_DOCKERD_FRESH=0
 
+# shellcheck source=scripts/lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+
 _gantry_log() { printf 'dockerd: %s\n' "$*" >&2; }
 
 gantry_docker_state_dir() { printf '%s\n' "${GANTRY_DOCKER_STATE:-/tmp/gantry-test-docker}"; }
 
-_gantry_as_root() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        _gantry_log "need root (or sudo) to run: $*"
-        return 1
-    fi
-}
-
-# gantry_apt_install_missing PKG... : installs the packages dpkg does not report as installed,
-# running `apt-get update` first, and only when something is missing.
-gantry_apt_install_missing() {
-    local pkg missing=()
-    for pkg in "$@"; do
-        if [[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) != "install ok installed" ]]; then
-            missing+=("$pkg")
-        fi
-    done
-    ((${#missing[@]})) || return 0
-    _gantry_log "installing missing packages: ${missing[*]}"
-    # Do not let the packages' maintainer scripts start a system dockerd/containerd: it would
-    # add iptables rules and a docker0 bridge to the host, and our daemon must stay private.
-    local policy=/usr/sbin/policy-rc.d created_policy=0
-    if [[ ! -e $policy ]]; then
-        _gantry_as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
-        created_policy=1
-    fi
-    local rc=0
-    _gantry_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || rc=$?
-    if ((rc == 0)); then
-        _gantry_as_root env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -qq --no-install-recommends "${missing[@]}" || rc=$?
-    fi
-    if ((created_policy)); then
-        _gantry_as_root rm -f "$policy"
-    fi
-    return "$rc"
-}
+_gantry_as_root() { gantry_as_root "$@"; }
 
 # Everything the Docker-backed tests need on the host.
 gantry_dockerd_install() {

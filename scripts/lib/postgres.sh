@@ -45,6 +45,9 @@ GANTRY_POSTGRES_SUPERUSER=postgres
 # shellcheck disable=SC2034 # read by the scripts that source this file
 GANTRY_POSTGRES_FRESH=0
 
+# shellcheck source=scripts/lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+
 _gantry_pg_log() { printf 'postgres: %s\n' "$*" >&2; }
 
 gantry_postgres_state_dir() { printf '%s\n' "${GANTRY_POSTGRES_STATE:-/tmp/gantry-test-postgres}"; }
@@ -70,38 +73,14 @@ _gantry_pg_bindir() {
     printf '%s\n' "$best"
 }
 
-_gantry_pg_as_root() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        _gantry_pg_log "need root (or sudo) to run: $*"
-        return 1
-    fi
-}
+_gantry_pg_as_root() { gantry_as_root "$@"; }
 
 # Debian's postgresql (the server binaries and psql), when no server binaries are installed.
 # The package's maintainer scripts would create and start the system cluster on port 5432:
 # a policy-rc.d that refuses every start keeps it from running (its files stay unused).
 gantry_postgres_install() {
     _gantry_pg_bindir >/dev/null && command -v psql >/dev/null 2>&1 && return 0
-    _gantry_pg_log "installing Debian's postgresql"
-    local policy=/usr/sbin/policy-rc.d created_policy=0 rc=0
-    if [[ ! -e $policy ]]; then
-        _gantry_pg_as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy" ||
-            return 1
-        created_policy=1
-    fi
-    _gantry_pg_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || rc=$?
-    if ((rc == 0)); then
-        _gantry_pg_as_root env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -qq --no-install-recommends postgresql || rc=$?
-    fi
-    if ((created_policy)); then
-        _gantry_pg_as_root rm -f "$policy"
-    fi
-    ((rc == 0)) || return "$rc"
+    gantry_apt_install_missing postgresql postgresql-client || return
     _gantry_pg_bindir >/dev/null || {
         _gantry_pg_log "postgresql is installed but no /usr/lib/postgresql/*/bin/initdb was found"
         return 1
