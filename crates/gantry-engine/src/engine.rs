@@ -1,8 +1,9 @@
 //! [`Engine`]: everything the server does between a trigger and a finished pipeline.
 //!
 //! ```text
-//! create_pipeline ─► mirror: fetch, read the file at the commit ─► load + plan
-//!     ─► store pipeline + jobs (one transaction) ─► advance
+//! create_pipeline ─► mirror: read the commit and the file (fetch when missing) ─► load
+//!     + plan (one blocking step) ─► store the pipeline and its jobs with their first
+//!     decisions (one transaction) ─► pending jobs to the dispatcher ─► pump
 //! advance(pipeline) ─► dag::decide on the jobs' current attempts ─► skip / manual /
 //!     delayed / pending ─► pending jobs to the dispatcher ─► pump
 //! pump ─► dispatcher matches free agents ─► db: pending → running (conditional) ─► push
@@ -31,6 +32,7 @@ use gantry_api::agent::{
 use gantry_api::job::JobDefinition;
 use gantry_api::rest::{self, Page, PipelineCreate, ProjectCreate};
 use gantry_api::{FailureReason, JobStatus, PipelineStatus};
+use gantry_pipeline::plan::Plan;
 use gantry_pipeline::trigger::{ProjectInfo, Source, Trigger, UserInfo};
 use gantry_store::blob::BlobStore;
 use gantry_store::db::{
@@ -400,14 +402,17 @@ impl Engine {
 
     /// A project by numeric id or by path.
     pub async fn find_project(&self, key: &str) -> Result<i64> {
+        Ok(self.find_project_row(key).await?.id)
+    }
+
+    async fn find_project_row(&self, key: &str) -> Result<ProjectRow> {
         if let Ok(id) = key.parse::<i64>() {
-            return Ok(self.project_row(id).await?.id);
+            return self.project_row(id).await;
         }
         self.inner
             .db
             .project_by_path(key)
             .await?
-            .map(|p| p.id)
             .ok_or_else(|| EngineError::not_found(format!("project '{key}'")))
     }
 
@@ -424,67 +429,24 @@ impl Engine {
 
     /// Creates a pipeline for a ref (or commit) of a project. A pipeline file with errors
     /// gives a failed pipeline that carries the rendered errors, not an error reply.
+    /// `project` is its numeric id or its path.
     pub async fn create_pipeline(
         &self,
-        project_id: i64,
+        project: &str,
         req: PipelineCreate,
         source: Source,
         user: &str,
     ) -> Result<rest::Pipeline> {
-        let project = self.project_row(project_id).await?;
+        let project = self.find_project_row(project).await?;
+        let project_id = project.id;
         let git_ref = req
             .git_ref
             .clone()
             .unwrap_or_else(|| project.default_branch.clone());
-        let this = self.clone();
-        let p2 = project.clone();
-        let (ref2, sha_req) = (git_ref.clone(), req.sha.clone());
-        let found = blocking(move || {
-            let m = this.mirror_of(&p2)?;
-            let sha = match sha_req.as_deref().map(|s| m.resolve(s)).transpose()? {
-                Some(Some(sha)) => sha,
-                _ => {
-                    // A ref the remote does not have is the caller's mistake (400), not
-                    // a failing remote (502).
-                    m.fetch(&[ref2.as_str()]).map_err(|e| match e {
-                        crate::git::GitError::RefNotFound { .. } => EngineError::BadRequest(
-                            format!("'{ref2}' is neither a branch nor a tag of {}: {e}", p2.path),
-                        ),
-                        e => e.into(),
-                    })?;
-                    let rev = sha_req.as_deref().unwrap_or(&ref2);
-                    m.resolve(rev)?.ok_or_else(|| {
-                        EngineError::BadRequest(format!(
-                            "'{rev}' is neither a branch, a tag nor a commit of {}",
-                            p2.path
-                        ))
-                    })?
-                }
-            };
-            let is_tag = m.is_tag(&ref2)?;
-            let candidates: Vec<String> = match &p2.pipeline_file {
-                Some(f) => vec![f.clone()],
-                None => vec![".gantry.yml".into(), ".gitlab-ci.yml".into()],
-            };
-            let mut file = None;
-            for c in &candidates {
-                if let Some(bytes) = m.read_file(&sha, c)? {
-                    file = Some((c.clone(), String::from_utf8_lossy(&bytes).into_owned()));
-                    break;
-                }
-            }
-            let commit = m.commit_info(&sha)?;
-            Ok((m, sha, is_tag, file, candidates, commit))
-        })
-        .await?;
-        let (mirror, sha, is_tag, file, candidates, commit) = found;
-
-        let mut trigger = Trigger {
+        let trigger = Trigger {
             source,
             ref_name: git_ref.clone(),
-            is_tag,
             protected: git_ref == project.default_branch,
-            commit: commit.to_trigger(None),
             project: self.project_info(&project),
             user: UserInfo {
                 login: user.to_string(),
@@ -498,170 +460,224 @@ impl Engine {
                 .collect(),
             ..Trigger::default()
         };
-        let id = self
-            .inner
-            .db
-            .insert_pipeline(&NewPipeline {
-                project_id,
-                git_ref: git_ref.clone(),
-                sha: sha.clone(),
-                status: PipelineStatus::Created,
-                source: source.as_str().to_string(),
-                parent_job_id: None,
-                trigger_json: "{}".into(),
-                errors: None,
-                auto_cancel: None,
-            })
-            .await?;
-        trigger.pipeline_id = id as u64;
-        trigger.pipeline_iid = id as u64;
-        match file {
-            None => {
-                let msg = format!(
-                    "no pipeline file at {} ({}): add {} to the repository, or set the project's pipeline_file",
+        // One trip to a blocking thread: the commit, the file, the includes and the plan.
+        let this = self.clone();
+        let p2 = project.clone();
+        let sha_req = req.sha.clone();
+        let (sha, trigger, planned) = blocking(move || {
+            let mut trigger = trigger;
+            let ref2 = trigger.ref_name.clone();
+            let m = this.mirror_of(&p2)?;
+            // A commit the mirror has (a push names it) costs no fetch.
+            let known = match sha_req.as_deref() {
+                Some(rev) => match m.commit_info(rev) {
+                    Ok(c) => Some(c),
+                    Err(crate::git::GitError::UnknownRevision { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                },
+                None => None,
+            };
+            let commit = match known {
+                Some(c) => c,
+                None => {
+                    // A ref the remote does not have is the caller's mistake (400), not
+                    // a failing remote (502).
+                    m.fetch(&[ref2.as_str()]).map_err(|e| match e {
+                        crate::git::GitError::RefNotFound { .. } => EngineError::BadRequest(
+                            format!("'{ref2}' is neither a branch nor a tag of {}: {e}", p2.path),
+                        ),
+                        e => e.into(),
+                    })?;
+                    let rev = sha_req.as_deref().unwrap_or(&ref2);
+                    let sha = m.resolve(rev)?.ok_or_else(|| {
+                        EngineError::BadRequest(format!(
+                            "'{rev}' is neither a branch, a tag nor a commit of {}",
+                            p2.path
+                        ))
+                    })?;
+                    m.commit_info(&sha)?
+                }
+            };
+            trigger.is_tag = m.is_tag(&ref2)?;
+            trigger.commit = commit.to_trigger(None);
+            let sha = trigger.commit.sha.clone();
+            let candidates: Vec<String> = match &p2.pipeline_file {
+                Some(f) => vec![f.clone()],
+                None => vec![".gantry.yml".into(), ".gitlab-ci.yml".into()],
+            };
+            let mut file = None;
+            for c in &candidates {
+                if let Some(bytes) = m.read_file(&sha, c)? {
+                    file = Some((c.clone(), String::from_utf8_lossy(&bytes).into_owned()));
+                    break;
+                }
+            }
+            let planned = match file {
+                Some((name, text)) => this.plan_text(&m, &name, &text, &trigger)?,
+                None => Err(format!(
+                    "no pipeline file at {} ({ref2}): add {} to the repository, or set the project's pipeline_file",
                     &sha[..sha.len().min(8)],
-                    git_ref,
                     candidates.join(" or ")
-                );
-                self.inner.db.set_pipeline_errors(id, &msg).await?;
-            }
-            Some((name, text)) => {
-                self.plan_into(id, &project, mirror, &name, &text, trigger, None)
-                    .await?;
-            }
-        }
+                )),
+            };
+            Ok((sha, trigger, planned))
+        })
+        .await?;
+        let row = NewPipeline {
+            project_id,
+            git_ref,
+            sha,
+            status: PipelineStatus::Created,
+            source: source.as_str().to_string(),
+            parent_job_id: None,
+            trigger_json: String::new(),
+            errors: None,
+            auto_cancel: None,
+        };
+        let id = self.store_planned(&project, row, trigger, planned).await?;
         self.pipeline(id, true).await
     }
 
-    /// Loads and plans `text` into the (already inserted) pipeline `id`, then starts it.
-    #[allow(clippy::too_many_arguments)]
-    async fn plan_into(
+    /// Loads and plans a pipeline file at the trigger's commit: the plan, or the rendered
+    /// diagnostics. Blocking (git reads, the planner): call it on a blocking thread.
+    fn plan_text(
         &self,
-        id: i64,
-        project: &ProjectRow,
-        mirror: Arc<Mirror>,
+        mirror: &Arc<Mirror>,
         name: &str,
         text: &str,
-        trigger: Trigger,
-        parent_job: Option<i64>,
-    ) -> Result<()> {
-        let this = self.clone();
-        let (name, text, sha) = (
-            name.to_string(),
-            text.to_string(),
-            trigger.commit.sha.clone(),
-        );
-        let t2 = trigger.clone();
-        let planned = blocking(move || {
-            let lookup = |path: &str| -> Option<Arc<Mirror>> {
-                let handle = tokio::runtime::Handle::current();
-                let row = handle
-                    .block_on(this.inner.db.project_by_path(path))
-                    .ok()
-                    .flatten()?;
-                this.mirror_of(&row).ok()
-            };
-            let fetcher = MirrorFetcher::new(&mirror, sha, &lookup);
-            let vars_list = gantry_pipeline::vars::pipeline_variables(&t2);
-            let vars = |n: &str| {
-                t2.variables
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| k == n)
-                    .map(|(_, v)| v.clone())
-                    .or_else(|| {
-                        vars_list
-                            .iter()
-                            .find(|v| v.name == n)
-                            .map(|v| v.value.clone())
-                    })
-            };
-            let loaded = gantry_pipeline::load(&name, &text, &fetcher, &vars);
-            if loaded.has_errors() {
-                return Ok(Err(loaded.diagnostics.render(&loaded.sources)));
-            }
-            let Some(pipeline) = loaded.pipeline.as_ref() else {
-                return Ok(Err(loaded.diagnostics.render(&loaded.sources)));
-            };
-            // The commit's file list only when `rules:exists` needs it.
-            let mut t2 = t2.clone();
-            if t2.files.is_none() && pipeline.uses_exists() {
-                t2.files = Some(mirror.list_files(&t2.commit.sha)?);
-            }
-            let mut diags = gantry_pipeline::diag::Diagnostics::new();
-            let plan = gantry_pipeline::plan::compile(pipeline, &t2, &mut diags);
-            if diags.has_errors() {
-                return Ok(Err(diags.render(&loaded.sources)));
-            }
-            Ok(Ok(plan))
-        })
-        .await?;
-        let plan = match planned {
-            Ok(p) => p,
-            Err(rendered) => {
-                self.inner.db.set_pipeline_errors(id, &rendered).await?;
-                self.after_pipeline_end(id).await?;
-                return Ok(());
-            }
+        trigger: &Trigger,
+    ) -> Result<std::result::Result<Plan, String>> {
+        let lookup = |path: &str| -> Option<Arc<Mirror>> {
+            let handle = tokio::runtime::Handle::current();
+            let row = handle
+                .block_on(self.inner.db.project_by_path(path))
+                .ok()
+                .flatten()?;
+            self.mirror_of(&row).ok()
         };
-        if !plan.created {
-            self.inner
-                .db
-                .set_pipeline_errors(id, &format!("no pipeline: {}", plan.workflow))
-                .await?;
-            self.inner
-                .db
-                .set_pipeline_status(id, PipelineStatus::Skipped)
-                .await?;
-            self.after_pipeline_end(id).await?;
-            return Ok(());
+        let fetcher = MirrorFetcher::new(mirror, trigger.commit.sha.clone(), &lookup);
+        let vars_list = gantry_pipeline::vars::pipeline_variables(trigger);
+        let vars = |n: &str| {
+            trigger
+                .variables
+                .iter()
+                .rev()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+                .or_else(|| {
+                    vars_list
+                        .iter()
+                        .find(|v| v.name == n)
+                        .map(|v| v.value.clone())
+                })
+        };
+        let loaded = gantry_pipeline::load(name, text, &fetcher, &vars);
+        let pipeline = match loaded.pipeline.as_ref() {
+            Some(p) if !loaded.has_errors() => p,
+            _ => return Ok(Err(loaded.diagnostics.render(&loaded.sources))),
+        };
+        // The commit's file list only when `rules:exists` needs it.
+        let listed;
+        let mut trigger = trigger;
+        if trigger.files.is_none() && pipeline.uses_exists() {
+            let mut t = trigger.clone();
+            t.files = Some(mirror.list_files(&t.commit.sha)?);
+            listed = t;
+            trigger = &listed;
         }
-        let jobs: Vec<NewJob> = (0..plan.jobs.len())
-            .map(|i| {
-                let def = JobDefinition::from_plan(&plan, i);
-                NewJob {
-                    pipeline_id: id,
-                    project_id: project.id,
-                    name: def.name.clone(),
-                    stage: def.stage.clone(),
-                    stage_index: def.stage_index as i64,
-                    position: i as i64,
-                    status: JobStatus::Created,
-                    attempt: 1,
-                    tags: def.tags.clone(),
-                    resource_group: def.resource_group.clone(),
-                    allow_failure: def.failure_allowed(None),
-                    definition: serde_json::to_string(&def).expect("definitions serialize"),
-                }
-            })
-            .collect();
-        let auto_cancel = plan
-            .auto_cancel
-            .as_ref()
-            .and_then(|a| a.on_new_commit.clone());
-        let trigger_json = serde_json::to_string(&trigger).expect("triggers serialize");
-        if let Err(e) = self
-            .inner
-            .db
-            .plan_pipeline(id, &trigger_json, auto_cancel.as_deref(), &jobs)
-            .await
-        {
-            // The pipeline's row is stored, its jobs are not (a full disk): it fails, saying
-            // why, instead of staying `created` with nothing to run.
-            let why = format!("the pipeline could not be stored: {e}");
-            if let Err(e2) = self.inner.db.set_pipeline_errors(id, &why).await {
-                tracing::warn!(pipeline = id, "recording why the pipeline failed: {e2}");
+        let mut diags = gantry_pipeline::diag::Diagnostics::new();
+        let plan = gantry_pipeline::plan::compile(pipeline, trigger, &mut diags);
+        if diags.has_errors() {
+            return Ok(Err(diags.render(&loaded.sources)));
+        }
+        Ok(Ok(plan))
+    }
+
+    /// Stores a planned pipeline and its jobs, each with its first decision (pending,
+    /// skipped, manual, scheduled), in one transaction; then hands its pending jobs to the
+    /// dispatcher. A plan that failed is stored as a failed pipeline showing the errors.
+    /// Returns the pipeline's id.
+    async fn store_planned(
+        &self,
+        project: &ProjectRow,
+        mut row: NewPipeline,
+        mut trigger: Trigger,
+        planned: std::result::Result<Plan, String>,
+    ) -> Result<i64> {
+        // The stored trigger leaves the id out (the row has it): it is not known yet.
+        trigger.pipeline_id = 0;
+        trigger.pipeline_iid = 0;
+        let mut defs = Vec::new();
+        let mut jobs = Vec::new();
+        match planned {
+            Err(rendered) => {
+                row.status = PipelineStatus::Failed;
+                row.errors = Some(rendered);
             }
-            return Err(e.into());
+            Ok(plan) if !plan.created => {
+                row.status = PipelineStatus::Skipped;
+                row.errors = Some(format!("no pipeline: {}", plan.workflow));
+            }
+            Ok(plan) => {
+                defs = (0..plan.jobs.len())
+                    .map(|i| JobDefinition::from_plan(&plan, i))
+                    .collect();
+                let (status, run_at) = first_decisions(&defs);
+                row.status = dag::pipeline_status(&new_nodes(&defs, &status));
+                row.auto_cancel = plan.auto_cancel.and_then(|a| a.on_new_commit);
+                jobs = defs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, def)| NewJob {
+                        pipeline_id: 0,
+                        project_id: project.id,
+                        name: def.name.clone(),
+                        stage: def.stage.clone(),
+                        stage_index: def.stage_index as i64,
+                        position: i as i64,
+                        status: status[i],
+                        attempt: 1,
+                        tags: def.tags.clone(),
+                        resource_group: def.resource_group.clone(),
+                        allow_failure: def.failure_allowed(None),
+                        definition: serde_json::to_string(def).expect("definitions serialize"),
+                        run_at: run_at[i],
+                    })
+                    .collect();
+            }
         }
-        self.remember_trigger(id, trigger.clone());
-        // The new pipeline's jobs go out first; older pipelines are canceled after.
-        self.advance(id).await?;
-        if parent_job.is_none() {
-            self.auto_cancel_older(project.id, &trigger.ref_name, &trigger.commit.sha, id)
+        row.trigger_json = serde_json::to_string(&trigger).expect("triggers serialize");
+        let (id, ids) = self.inner.db.create_pipeline(&row, &jobs).await?;
+        trigger.pipeline_id = id as u64;
+        trigger.pipeline_iid = id as u64;
+        let (git_ref, sha) = (trigger.ref_name.clone(), trigger.commit.sha.clone());
+        self.remember_trigger(id, trigger);
+        let queued_at = now_ms();
+        for ((job, def), job_id) in jobs.iter().zip(&defs).zip(ids) {
+            if job.status != JobStatus::Pending {
+                continue;
+            }
+            if def.child.is_some() {
+                self.start_child_later(job_id);
+            } else {
+                self.dispatcher().enqueue(Queued {
+                    job_id,
+                    project_id: project.id,
+                    tags: job.tags.clone(),
+                    resource_group: job.resource_group.clone(),
+                    queued_at,
+                });
+            }
+        }
+        self.pump().await;
+        if row.status.is_finished() {
+            self.after_pipeline_end(id).await?;
+        }
+        if row.parent_job_id.is_none() && row.errors.is_none() {
+            self.auto_cancel_older(project.id, &git_ref, &sha, id)
                 .await?;
         }
-        Ok(())
+        Ok(id)
     }
 
     fn project_info(&self, p: &ProjectRow) -> ProjectInfo {
@@ -846,14 +862,8 @@ impl Engine {
                 .set_pipeline_status(pipeline_id, pstatus)
                 .await?;
             for (j, def) in ready {
-                if let Some(child) = &def.child {
-                    let this = self.clone();
-                    let child = child.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = this.start_child(&j, &child).await {
-                            tracing::warn!(job = j.id, "child pipeline: {e}");
-                        }
-                    });
+                if def.child.is_some() {
+                    self.start_child_later(j.id);
                 } else {
                     let mut j = j;
                     j.queued_at = Some(now_ms());
@@ -892,6 +902,23 @@ impl Engine {
         Ok(())
     }
 
+    /// Starts the child pipeline of trigger job `job_id`, in its own task.
+    fn start_child_later(&self, job_id: i64) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let started = async {
+                let j = this.job_row(job_id).await?;
+                if let Some(child) = &parse_def(&j)?.child {
+                    this.start_child(&j, child).await?;
+                }
+                Ok::<_, EngineError>(())
+            };
+            if let Err(e) = started.await {
+                tracing::warn!(job = job_id, "child pipeline: {e}");
+            }
+        });
+    }
+
     async fn start_child(
         &self,
         job: &JobRow,
@@ -910,23 +937,6 @@ impl Engine {
         let mut trigger: Trigger = serde_json::from_str(&parent.trigger_json)
             .map_err(|e| EngineError::Internal(format!("stored trigger: {e}")))?;
         trigger.source = Source::ParentPipeline;
-        let id = self
-            .inner
-            .db
-            .insert_pipeline(&NewPipeline {
-                project_id: project.id,
-                git_ref: parent.git_ref.clone(),
-                sha: parent.sha.clone(),
-                status: PipelineStatus::Created,
-                source: Source::ParentPipeline.as_str().into(),
-                parent_job_id: Some(job.id),
-                trigger_json: "{}".into(),
-                errors: None,
-                auto_cancel: None,
-            })
-            .await?;
-        trigger.pipeline_id = id as u64;
-        trigger.pipeline_iid = id as u64;
         // The child's configuration is the include files, as GitLab merges them.
         let mut text = String::from("include:\n");
         for f in &child.include {
@@ -936,16 +946,22 @@ impl Engine {
             ));
         }
         let mirror = self.mirror(project.id).await?;
-        self.plan_into(
-            id,
-            &project,
-            mirror,
-            "(child pipeline)",
-            &text,
-            trigger,
-            Some(job.id),
-        )
-        .await?;
+        let this = self.clone();
+        let t2 = trigger.clone();
+        let planned =
+            blocking(move || this.plan_text(&mirror, "(child pipeline)", &text, &t2)).await?;
+        let row = NewPipeline {
+            project_id: project.id,
+            git_ref: parent.git_ref.clone(),
+            sha: parent.sha.clone(),
+            status: PipelineStatus::Created,
+            source: Source::ParentPipeline.as_str().into(),
+            parent_job_id: Some(job.id),
+            trigger_json: String::new(),
+            errors: None,
+            auto_cancel: None,
+        };
+        let id = self.store_planned(&project, row, trigger, planned).await?;
         let child_row = self.inner.db.pipeline(id).await?;
         if !child.depend {
             let end = match child_row.map(|r| r.errors.is_some()) {
@@ -1253,7 +1269,14 @@ impl Engine {
     async fn payload(&self, j: &JobRow, token: String) -> Result<JobPayload> {
         let trigger = self.job_trigger(j.pipeline_id).await?;
         let def = parse_def(j)?;
-        let jobs = self.current_jobs(j.pipeline_id).await?;
+        // The jobs it waits for (none in the first stage without `needs`: no query then).
+        let upstream = def.artifacts_from.as_ref().is_some_and(|a| !a.is_empty())
+            || def.needs.as_ref().is_some_and(|n| !n.is_empty())
+            || (def.needs.is_none() && def.artifacts_from.is_none() && def.stage_index > 0);
+        let jobs = match upstream {
+            true => self.current_jobs(j.pipeline_id).await?,
+            false => Vec::new(),
+        };
         let waits_for: Vec<&JobRow> = match (&def.artifacts_from, &def.needs) {
             (Some(names), _) => jobs.iter().filter(|o| names.contains(&o.name)).collect(),
             (None, Some(needs)) => jobs
@@ -1306,9 +1329,11 @@ impl Engine {
             .pipeline(pipeline_id)
             .await?
             .ok_or_else(|| EngineError::not_found(format!("pipeline {pipeline_id}")))?;
-        let trigger: Trigger = serde_json::from_str(&p.trigger_json).map_err(|e| {
+        let mut trigger: Trigger = serde_json::from_str(&p.trigger_json).map_err(|e| {
             EngineError::Internal(format!("stored trigger of pipeline {}: {e}", p.id))
         })?;
+        trigger.pipeline_id = p.id as u64;
+        trigger.pipeline_iid = p.id as u64;
         Ok(self.remember_trigger(pipeline_id, trigger))
     }
 
@@ -1673,6 +1698,46 @@ fn nodes<'a>(jobs: &[JobRow], defs: &'a [JobDefinition], status: &[JobStatus]) -
         .collect()
 }
 
+/// The first decisions on a new pipeline's jobs (none has run): their statuses and, for
+/// delayed jobs, when they are due.
+fn first_decisions(defs: &[JobDefinition]) -> (Vec<JobStatus>, Vec<Option<i64>>) {
+    let mut status = vec![JobStatus::Created; defs.len()];
+    let mut run_at = vec![None; defs.len()];
+    loop {
+        let mut changed = false;
+        for (i, d) in dag::decide(&new_nodes(defs, &status))
+            .into_iter()
+            .enumerate()
+        {
+            status[i] = match d {
+                Decision::Wait => continue,
+                Decision::Skip => JobStatus::Skipped,
+                Decision::Manual => JobStatus::Manual,
+                Decision::Delay(secs) => {
+                    run_at[i] = Some(now_ms() + secs as i64 * 1000);
+                    JobStatus::Scheduled
+                }
+                Decision::Enqueue => JobStatus::Pending,
+            };
+            changed = true;
+        }
+        if !changed {
+            return (status, run_at);
+        }
+    }
+}
+
+fn new_nodes<'a>(defs: &'a [JobDefinition], status: &[JobStatus]) -> Vec<Node<'a>> {
+    defs.iter()
+        .zip(status)
+        .map(|(def, status)| Node {
+            status: *status,
+            def,
+            exit_code: None,
+        })
+        .collect()
+}
+
 fn parse_def(j: &JobRow) -> Result<JobDefinition> {
     serde_json::from_str(&j.definition)
         .map_err(|e| EngineError::Internal(format!("stored definition of job {}: {e}", j.id)))
@@ -1692,6 +1757,7 @@ fn next_attempt(j: &JobRow) -> NewJob {
         tags: j.tags.clone(),
         resource_group: j.resource_group.clone(),
         allow_failure: j.allow_failure,
+        run_at: None,
     }
 }
 

@@ -234,11 +234,21 @@ impl Db {
 
     // ---- pipelines ------------------------------------------------------------------------
 
-    pub async fn insert_pipeline(&self, p: &NewPipeline) -> Result<i64> {
+    /// Stores a new pipeline and its jobs (each with its first decision: pending, skipped,
+    /// manual, scheduled…) in one transaction, so that a pipeline is never seen without its
+    /// jobs and a failed write (a full disk) leaves nothing behind. The jobs' `pipeline_id`
+    /// is set here. Returns the pipeline's id and the jobs' ids, in order.
+    pub async fn create_pipeline(
+        &self,
+        p: &NewPipeline,
+        jobs: &[NewJob],
+    ) -> Result<(i64, Vec<i64>)> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "INSERT INTO pipelines (project_id, git_ref, sha, status, source, parent_job_id, \
-             trigger_json, errors, auto_cancel, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+             trigger_json, errors, auto_cancel, created_at, finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
         )
         .bind(p.project_id)
         .bind(&p.git_ref)
@@ -249,32 +259,17 @@ impl Db {
         .bind(&p.trigger_json)
         .bind(p.errors.as_deref())
         .bind(p.auto_cancel.as_deref())
-        .bind(now_ms())
-        .fetch_all(&self.pool)
+        .bind(now)
+        .bind(p.status.is_finished().then_some(now))
+        .fetch_all(&mut *tx)
         .await?;
-        returned_id(&row)
-    }
-
-    /// Stores the pipeline's trigger (once its id is known) and its jobs, in one transaction.
-    pub async fn plan_pipeline(
-        &self,
-        id: i64,
-        trigger_json: &str,
-        auto_cancel: Option<&str>,
-        jobs: &[NewJob],
-    ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE pipelines SET trigger_json = $1, auto_cancel = $2 WHERE id = $3")
-            .bind(trigger_json)
-            .bind(auto_cancel)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let id = returned_id(&row)?;
+        let mut ids = Vec::with_capacity(jobs.len());
         for j in jobs {
-            insert_job(&mut tx, j).await?;
+            ids.push(insert_job(&mut tx, id, j).await?);
         }
         tx.commit().await?;
-        Ok(())
+        Ok((id, ids))
     }
 
     pub async fn set_pipeline_errors(&self, id: i64, errors: &str) -> Result<()> {
@@ -397,7 +392,7 @@ impl Db {
 
     pub async fn insert_job(&self, j: &NewJob) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
-        let id = insert_job(&mut tx, j).await?;
+        let id = insert_job(&mut tx, j.pipeline_id, j).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -409,7 +404,7 @@ impl Db {
             .bind(old_id)
             .execute(&mut *tx)
             .await?;
-        let id = insert_job(&mut tx, new).await?;
+        let id = insert_job(&mut tx, new.pipeline_id, new).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -751,13 +746,17 @@ fn returned_id(rows: &[AnyRow]) -> Result<i64> {
     Ok(row.get::<i64, _>(0))
 }
 
-async fn insert_job(tx: &mut sqlx::Transaction<'_, sqlx::Any>, j: &NewJob) -> Result<i64> {
+async fn insert_job(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    pipeline_id: i64,
+    j: &NewJob,
+) -> Result<i64> {
     let row = sqlx::query(
         "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, position, status, \
-         attempt, definition, tags, resource_group, allow_failure, created_at, queued_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+         attempt, definition, tags, resource_group, allow_failure, created_at, queued_at, run_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
     )
-    .bind(j.pipeline_id)
+    .bind(pipeline_id)
     .bind(j.project_id)
     .bind(&j.name)
     .bind(&j.stage)
@@ -771,6 +770,7 @@ async fn insert_job(tx: &mut sqlx::Transaction<'_, sqlx::Any>, j: &NewJob) -> Re
     .bind(j.allow_failure as i64)
     .bind(now_ms())
     .bind((j.status == JobStatus::Pending).then(now_ms))
+    .bind(j.run_at)
     .fetch_one(&mut **tx)
     .await?;
     Ok(row.get::<i64, _>(0))
@@ -917,6 +917,7 @@ impl PipelineRow {
 
 #[derive(Debug, Clone)]
 pub struct NewJob {
+    /// Ignored by [`Db::create_pipeline`], which sets it.
     pub pipeline_id: i64,
     pub project_id: i64,
     pub name: String,
@@ -931,6 +932,8 @@ pub struct NewJob {
     pub tags: Vec<String>,
     pub resource_group: Option<String>,
     pub allow_failure: bool,
+    /// When a `scheduled` job (`when: delayed`) is due, in ms since the epoch.
+    pub run_at: Option<i64>,
 }
 
 const JOB_COLS: &str = "id, pipeline_id, project_id, name, stage, stage_index, position, status, \

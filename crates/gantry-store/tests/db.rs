@@ -84,6 +84,7 @@ fn job(pipeline_id: i64, project_id: i64, name: &str, status: JobStatus) -> NewJ
         tags: vec!["linux".into()],
         resource_group: None,
         allow_failure: false,
+        run_at: None,
     }
 }
 
@@ -147,21 +148,21 @@ async fn projects_are_unique_by_path_and_paged() {
 async fn job_transitions_are_conditional() {
     for (db, _dir) in backends("transitions").await {
         let p = db.insert_project(&project("g/app")).await.unwrap();
-        let pl = db.insert_pipeline(&pipeline(p, "main")).await.unwrap();
-        db.plan_pipeline(
-            pl,
-            r#"{"x":1}"#,
-            None,
-            &[
-                job(pl, p, "build", JobStatus::Pending),
-                job(pl, p, "test", JobStatus::Created),
-            ],
-        )
-        .await
-        .unwrap();
+        let (pl, ids) = db
+            .create_pipeline(
+                &pipeline(p, "main"),
+                &[
+                    job(0, p, "build", JobStatus::Pending),
+                    job(0, p, "test", JobStatus::Created),
+                ],
+            )
+            .await
+            .unwrap();
         let jobs = db.jobs_of_pipeline(pl).await.unwrap();
         assert_eq!(jobs.len(), 2);
         let (build, test) = (jobs[0].id, jobs[1].id);
+        assert_eq!(ids, vec![build, test]);
+        assert!(jobs.iter().all(|j| j.pipeline_id == pl));
         assert_eq!(jobs[0].tags, vec!["linux".to_string()]);
         assert!(jobs[0].queued_at.is_some());
 
@@ -268,7 +269,7 @@ async fn job_transitions_are_conditional() {
 async fn manual_delayed_and_pipeline_status() {
     for (db, _dir) in backends("manual").await {
         let p = db.insert_project(&project("g/app")).await.unwrap();
-        let pl = db.insert_pipeline(&pipeline(p, "main")).await.unwrap();
+        let pl = db.create_pipeline(&pipeline(p, "main"), &[]).await.unwrap().0;
         let m = db
             .insert_job(&job(pl, p, "deploy", JobStatus::Created))
             .await
@@ -310,7 +311,7 @@ async fn manual_delayed_and_pipeline_status() {
         let row = db.pipeline(pl).await.unwrap().unwrap();
         assert!(row.started_at.is_some() && row.finished_at.is_none());
         assert_eq!(db.unfinished_pipelines().await.unwrap().len(), 1);
-        let newer = db.insert_pipeline(&pipeline(p, "main")).await.unwrap();
+        let newer = db.create_pipeline(&pipeline(p, "main"), &[]).await.unwrap().0;
         assert_eq!(
             db.unfinished_pipelines_on_ref(p, "main", newer)
                 .await

@@ -67,13 +67,14 @@ pub struct JobSpec {
 
 impl JobSpec {
     /// Writes a step's script into the scratch directory and returns its path.
+    ///
+    /// Synchronous on purpose: a file of a few hundred bytes is written faster than a trip to
+    /// a blocking thread and back, and it is on the path from a job's arrival to its start.
     pub async fn write_script(&self, step: Step, script: &str) -> Result<PathBuf, ExecError> {
         let path = self.scratch.join(step.file_name());
-        tokio::fs::create_dir_all(&self.scratch)
-            .await
+        std::fs::create_dir_all(&self.scratch)
             .map_err(|e| ExecError::System(format!("creating {}: {e}", self.scratch.display())))?;
-        tokio::fs::write(&path, script)
-            .await
+        std::fs::write(&path, script)
             .map_err(|e| ExecError::System(format!("writing {}: {e}", path.display())))?;
         Ok(path)
     }

@@ -58,10 +58,9 @@ pub async fn create_pipeline(
     Path(key): Path<String>,
     Json(req): Json<PipelineCreate>,
 ) -> ApiResult<(StatusCode, Json<Pipeline>)> {
-    let id = s.engine.find_project(&key).await?;
     let p = s
         .engine
-        .create_pipeline(id, req, Source::Api, "admin")
+        .create_pipeline(&key, req, Source::Api, "admin")
         .await?;
     Ok((StatusCode::CREATED, Json(p)))
 }
