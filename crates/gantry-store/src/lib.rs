@@ -7,12 +7,16 @@
 //!   its file-system implementation, the embedded default.
 //! - [`logs`]: job logs: appended by offset while a job runs (resends are stored once),
 //!   compressed when it ends, read whole or by byte range, followed live.
+//! - [`secrets`]: secrets at rest: the [`Keyring`] that seals values (XChaCha20-Poly1305,
+//!   a key id, bound to their row) and its key file, with rotation.
 //! - [`error`]: [`StoreError`], with a full disk as its own case.
 
 pub mod blob;
 pub mod db;
 pub mod error;
 pub mod logs;
+pub mod secrets;
 
 pub use db::Db;
 pub use error::{Result, StoreError};
+pub use secrets::{Keyring, SecretError, is_sealed};
