@@ -6,6 +6,8 @@
 //!   leases) and the ticker. Its module doc draws the flow.
 //! - [`dag`]: pure decisions: which job runs next, the pipeline's status.
 //! - [`dispatch`]: who is online and which pending job goes to which agent, in memory.
+//! - [`forge`]: webhooks from GitLab, GitHub and Gitea/Forgejo: authentication, delivery ids,
+//!   payloads read into push and merge request events. Pure.
 //! - [`git`]: a bare mirror per project (fetch, read a file at a commit, archives), and the
 //!   pipeline resolver's `Fetcher` on it.
 //! - [`token`]: random tokens, stored hashed.
@@ -14,6 +16,7 @@ pub mod dag;
 pub mod dispatch;
 pub mod engine;
 pub mod error;
+pub mod forge;
 pub mod git;
 pub mod token;
 
