@@ -62,7 +62,7 @@ pub struct EngineConfig {
 }
 
 const STRIPES: usize = 64;
-/// A mirror's `git cat-file` process stops after this long unused.
+/// A mirror's reader (open packs, caches) is closed after this long unused.
 const MIRROR_IDLE: Duration = Duration::from_secs(10);
 
 /// Cheap to clone; every clone is the same engine.

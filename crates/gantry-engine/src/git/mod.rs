@@ -17,20 +17,17 @@
 //!
 //! # Choices
 //!
-//! - **The `git` program**, not a library: it is what remotes are tested against (auth,
-//!   protocol v2, partial packs) and it keeps the server free of C bindings. Git 2.36 or
-//!   later (for `cat-file --batch-command`).
-//! - **Hot reads go through one long-lived `git cat-file --batch-command` per mirror**
-//!   behind a mutex: resolving a ref, reading a file and reading a commit are a line
-//!   written and an answer read. Measured in the test
-//!   `the_cat_file_process_serves_many_calls_and_comes_back_when_killed` (debug build, a
-//!   shared 2-core machine): resolve 30–140 µs, read_file 80–200 µs, commit_info 50–150 µs,
-//!   listing 50 files in 6 trees 0.45–0.55 ms, against 2–2.5 ms for one `git rev-parse`
-//!   process in the same run. The process is restarted after every fetch (so
-//!   it sees new packs and refs for certain) and whenever it dies or answers nonsense (the
-//!   call is then retried once on a fresh process). Listing a commit's files walks its trees
-//!   on the same process, one round trip per directory depth. `changed_files` and `archive`
-//!   start a process each.
+//! - **The `git` program** for everything that talks to a remote or writes (fetch, archive,
+//!   diff): it is what remotes are tested against (auth, protocol v2, partial packs) and it
+//!   keeps the server free of C bindings.
+//! - **Reads in process, with gix** (`objects.rs`): resolving a ref, reading a file and
+//!   reading a commit are calls into the object database, behind a mutex per mirror: no
+//!   process per mirror (each `git cat-file --batch` we used before held about 4 MiB) and
+//!   no pipe round trips (about 70 µs each here). The reader is opened without any
+//!   configuration but the repository's own, dropped after every fetch (so it sees new packs
+//!   and refs for certain) and after a while unused, and reopened and retried once when a
+//!   read fails. Listing a commit's files walks its trees. `changed_files` and `archive`
+//!   start a git process each.
 //! - **Nothing inherited**: every git process starts with an empty environment plus `PATH`,
 //!   `TMPDIR`, proxy and CA variables; `HOME` is the mirror's private dir,
 //!   `GIT_CONFIG_NOSYSTEM=1`, `GIT_CONFIG_GLOBAL=/dev/null`, `LC_ALL=C` (so stderr can be
@@ -53,10 +50,10 @@
 //! - `fetch(&[])` also asks the remote for its HEAD (`ls-remote --symref`) to follow the
 //!   default branch; targeted fetches (a webhook's ref) skip that round trip.
 
-mod batch;
 mod commit;
 mod error;
 mod fetcher;
+mod objects;
 mod remote;
 mod run;
 
@@ -65,7 +62,7 @@ pub use error::{GitError, redact_urls};
 pub use fetcher::{MAX_INCLUDE_BYTES, MirrorFetcher, ProjectLookup};
 pub use remote::{Remote, Transport};
 
-use batch::{Batch, Contents};
+use objects::{Contents, Objects};
 use run::{Runner, STATE_DIR};
 use std::fmt;
 use std::io::Write;
@@ -97,8 +94,10 @@ impl Default for Timeouts {
 pub struct Mirror {
     runner: Runner,
     timeouts: Timeouts,
-    batch: Mutex<Option<Batch>>,
-    /// When the cat-file process last answered (for [`Mirror::release_idle`]).
+    /// The in-process reader, opened on first use and dropped after a fetch (so that it
+    /// sees new packs) and when idle (it maps pack files).
+    objects: Mutex<Option<Objects>>,
+    /// When the reader was last used (for [`Mirror::release_idle`]).
     last_used: Mutex<std::time::Instant>,
     fetching: Mutex<()>,
 }
@@ -130,7 +129,7 @@ impl Mirror {
                 remote,
             },
             timeouts: Timeouts::default(),
-            batch: Mutex::new(None),
+            objects: Mutex::new(None),
             last_used: Mutex::new(std::time::Instant::now()),
             fetching: Mutex::new(()),
         };
@@ -206,7 +205,7 @@ impl Mirror {
             .runner
             .output_net("fetch", &args, self.timeouts.network);
         // Whatever happened, the next read starts a cat-file that sees the new state.
-        *self.batch_guard() = None;
+        *self.objects_guard() = None;
         result?;
         if refs.is_empty() {
             self.follow_remote_head()?;
@@ -250,7 +249,7 @@ impl Mirror {
     pub fn resolve(&self, rev: &str) -> Result<Option<String>, GitError> {
         check_rev(rev)?;
         let name = format!("{rev}^{{commit}}");
-        self.with_batch(|b| b.info(&name))
+        self.with_objects(|o| o.info(&name))
             .map(|o| o.map(|info| info.oid))
     }
 
@@ -267,7 +266,7 @@ impl Mirror {
     fn ref_exists(&self, prefix: &str, name: &str) -> Result<bool, GitError> {
         check_rev(name)?;
         let full = format!("{prefix}{}", name.strip_prefix(prefix).unwrap_or(name));
-        self.with_batch(|b| b.info(&full)).map(|o| o.is_some())
+        self.with_objects(|o| o.info(&full)).map(|o| o.is_some())
     }
 
     /// The remote's default branch (the mirror's HEAD), `None` before the first fetch or
@@ -298,7 +297,7 @@ impl Mirror {
         check_rev(sha)?;
         let path = clean_path(path)?;
         let name = format!("{sha}:{path}");
-        match self.with_batch(|b| b.contents(&name, max))? {
+        match self.with_objects(|o| o.contents(&name, max))? {
             Some((info, Contents::Data(data))) if info.kind == "blob" => Ok(Some(data)),
             Some((info, Contents::TooLarge(size))) if info.kind == "blob" => {
                 Err(GitError::TooLarge {
@@ -317,7 +316,7 @@ impl Mirror {
     pub fn list_files(&self, sha: &str) -> Result<Vec<String>, GitError> {
         check_rev(sha)?;
         let root = format!("{sha}^{{tree}}");
-        self.with_batch(|b| b.list_tree(&root))?
+        self.with_objects(|o| o.list_tree(&root))?
             .ok_or_else(|| GitError::UnknownRevision {
                 url: self.url().to_string(),
                 rev: sha.to_string(),
@@ -328,7 +327,7 @@ impl Mirror {
     pub fn commit_info(&self, sha: &str) -> Result<CommitInfo, GitError> {
         check_rev(sha)?;
         let name = format!("{sha}^{{commit}}");
-        let found = self.with_batch(|b| b.contents(&name, 64 << 20))?;
+        let found = self.with_objects(|o| o.contents(&name, 64 << 20))?;
         let unknown = || GitError::UnknownRevision {
             url: self.url().to_string(),
             rev: sha.to_string(),
@@ -378,14 +377,14 @@ impl Mirror {
         self.runner.exec("archive", cmd, self.timeouts.network, out)
     }
 
-    /// Stops the `cat-file` process when it has not been used for `idle` (a few MiB per
-    /// mirror); the next read starts it again. Returns whether it stopped one.
+    /// Closes the reader when it has not been used for `idle` (it maps pack files and keeps
+    /// caches); the next read opens it again. Returns whether it closed one.
     pub fn release_idle(&self, idle: Duration) -> bool {
         if lock(&self.last_used).elapsed() < idle {
             return false;
         }
         // Never wait for a mirror in use: try, and leave it for the next round.
-        match self.batch.try_lock() {
+        match self.objects.try_lock() {
             Ok(mut g) if g.is_some() => {
                 *g = None;
                 true
@@ -394,9 +393,9 @@ impl Mirror {
         }
     }
 
-    /// The id of the running `cat-file` process, if any (for tests and diagnostics).
-    pub fn batch_pid(&self) -> Option<u32> {
-        self.batch_guard().as_ref().map(Batch::pid)
+    /// Whether the reader is open (for tests and diagnostics).
+    pub fn reader_open(&self) -> bool {
+        self.objects_guard().is_some()
     }
 
     fn must_resolve(&self, rev: &str) -> Result<String, GitError> {
@@ -406,38 +405,34 @@ impl Mirror {
         })
     }
 
-    fn batch_guard(&self) -> MutexGuard<'_, Option<Batch>> {
-        match self.batch.lock() {
-            Ok(g) => g,
-            Err(poisoned) => {
-                // A panic mid-conversation: the process's state is unknown, start afresh.
-                let mut g = poisoned.into_inner();
-                *g = None;
-                self.batch.clear_poison();
-                g
-            }
-        }
+    fn objects_guard(&self) -> MutexGuard<'_, Option<Objects>> {
+        lock(&self.objects)
     }
 
-    /// Runs `f` on the cat-file process, starting it if needed; on a failure the process is
-    /// replaced and `f` tried once more.
-    fn with_batch<T>(&self, f: impl Fn(&mut Batch) -> std::io::Result<T>) -> Result<T, GitError> {
-        let mut guard = self.batch_guard();
+    /// Runs `f` on the reader, opening it if needed; on a failure the reader is reopened and
+    /// `f` tried once more (a pack replaced under it by a concurrent fetch, say).
+    fn with_objects<T>(
+        &self,
+        f: impl Fn(&Objects) -> Result<T, objects::ReadError>,
+    ) -> Result<T, GitError> {
+        let mut guard = self.objects_guard();
         let mut last = None;
         for _ in 0..2 {
-            if guard.as_mut().is_none_or(|b| !b.is_alive()) {
-                let b = Batch::spawn(self.runner.command())
-                    .map_err(|source| GitError::Spawn { source })?;
-                *guard = Some(b);
+            if guard.is_none() {
+                let o = Objects::open(self.dir()).map_err(|e| GitError::Command {
+                    url: self.url().to_string(),
+                    op: "open",
+                    stderr: e.to_string(),
+                })?;
+                *guard = Some(o);
             }
-            let b = guard.as_mut().expect("started above");
-            match f(b) {
+            match f(guard.as_ref().expect("opened above")) {
                 Ok(v) => {
                     *lock(&self.last_used) = std::time::Instant::now();
                     return Ok(v);
                 }
                 Err(e) => {
-                    tracing::warn!(mirror = %self.url(), error = %e, "git cat-file failed; restarting it");
+                    tracing::warn!(mirror = %self.url(), error = %e, "reading the mirror failed; reopening it");
                     *guard = None;
                     last = Some(e);
                 }
@@ -445,7 +440,7 @@ impl Mirror {
         }
         Err(GitError::Command {
             url: self.url().to_string(),
-            op: "cat-file",
+            op: "read",
             stderr: last.map(|e| e.to_string()).unwrap_or_default(),
         })
     }
