@@ -13,6 +13,7 @@
 //! crash of the process (`kill -9`), which is what the server promises; surviving a power cut
 //! is PostgreSQL's job in real deployments.
 
+use crate::secrets::{Keyring, is_sealed};
 use crate::{Result, StoreError};
 use gantry_api::{FailureReason, JobStatus, PipelineStatus};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -34,16 +35,30 @@ pub struct Db {
     backend: Backend,
 }
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "webhooks",
+        include_str!("../migrations/sqlite/0002_webhooks.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "webhooks",
+        include_str!("../migrations/postgres/0002_webhooks.sql"),
+    ),
+];
 
 /// The migrations of a backend: (version, description, SQL).
 pub fn migrations(backend: Backend) -> &'static [(i64, &'static str, &'static str)] {
@@ -162,21 +177,100 @@ impl Db {
 
     // ---- projects -------------------------------------------------------------------------
 
+    /// A project without credentials or webhook secret.
     pub async fn insert_project(&self, p: &NewProject) -> Result<i64> {
+        self.insert_project_sealed(p, |_| ProjectSecrets::default())
+            .await
+    }
+
+    /// Inserts a project and its sealed values in one transaction: `seal` gets the new row's
+    /// id, which the values are bound to (see [`project_aad`]), and returns them sealed.
+    pub async fn insert_project_sealed(
+        &self,
+        p: &NewProject,
+        seal: impl FnOnce(i64) -> ProjectSecrets,
+    ) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
-            "INSERT INTO projects (path, git_url, default_branch, pipeline_file, credentials, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO projects (path, git_url, default_branch, pipeline_file, created_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(&p.path)
         .bind(&p.git_url)
         .bind(&p.default_branch)
         .bind(p.pipeline_file.as_deref())
-        .bind(p.credentials.as_deref())
         .bind(now_ms())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(|e| unique_to_conflict(e, &format!("a project with path '{}' exists", p.path)))?;
-        returned_id(&row)
+        let id = returned_id(&row)?;
+        let secrets = seal(id);
+        if secrets.credentials.is_some() || secrets.webhook_secret.is_some() {
+            sqlx::query("UPDATE projects SET credentials = $1, webhook_secret = $2 WHERE id = $3")
+                .bind(secrets.credentials.as_deref())
+                .bind(secrets.webhook_secret.as_deref())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Replaces a project's sealed webhook secret; false when there is no such project.
+    pub async fn set_webhook_secret(&self, id: i64, sealed: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE projects SET webhook_secret = $1 WHERE id = $2")
+            .bind(sealed)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Seals again, with the keyring's current key, every sealed value of the database that
+    /// uses another key, and seals the plaintext credentials stored before encryption at rest
+    /// existed; all in one transaction, so a failure (a value no key opens, one moved to
+    /// another row) changes nothing. Each write is conditional on the value read, so a value
+    /// the server replaced meanwhile (sealed with a key of the file) is left as it is.
+    /// Returns how many values were written.
+    pub async fn reseal_all(&self, keyring: &Keyring) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("SELECT id, credentials, webhook_secret FROM projects ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut written = 0;
+        for r in &rows {
+            let id: i64 = r.try_get("id")?;
+            for column in [SealedColumn::Credentials, SealedColumn::WebhookSecret] {
+                let Some(old) = r.try_get::<Option<String>, _>(column.name())? else {
+                    continue;
+                };
+                let aad = project_aad(id, column);
+                let new = if is_sealed(&old) {
+                    keyring.reseal(&old, aad.as_bytes())
+                } else {
+                    // Plaintext from before encryption at rest.
+                    Ok(Some(keyring.seal(old.as_bytes(), aad.as_bytes())))
+                };
+                let new = new.map_err(|source| StoreError::Secret {
+                    what: format!("project {id}, {}", column.name()),
+                    source,
+                })?;
+                let Some(new) = new else { continue };
+                let r = sqlx::query(AssertSqlSafe(format!(
+                    "UPDATE projects SET {col} = $1 WHERE id = $2 AND {col} = $3",
+                    col = column.name()
+                )))
+                .bind(&new)
+                .bind(id)
+                .bind(&old)
+                .execute(&mut *tx)
+                .await?;
+                written += r.rows_affected();
+            }
+        }
+        tx.commit().await?;
+        Ok(written)
     }
 
     /// Removes a project that has no pipelines (a registration whose first fetch failed).
@@ -230,6 +324,80 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(ProjectRow::from_row).collect()
+    }
+
+    // ---- webhook deliveries ---------------------------------------------------------------
+
+    /// Records a webhook request. A `claimed` one (a delivery that may create a pipeline)
+    /// fails with [`StoreError::Conflict`] when an earlier claimed delivery of the project has
+    /// the same delivery id or the same payload: that is a replay. Unclaimed records (refusals)
+    /// are kept to the newest [`DELIVERIES_KEPT`] per project.
+    pub async fn insert_delivery(&self, d: &NewDelivery) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO webhook_deliveries (project_id, forge, event, delivery_id, payload_sha256, \
+             claimed, received_at, status, outcome, pipeline_id, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+        )
+        .bind(d.project_id)
+        .bind(&d.forge)
+        .bind(&d.event)
+        .bind(d.delivery_id.as_deref())
+        .bind(&d.payload_sha256)
+        .bind(d.claimed as i64)
+        .bind(now_ms())
+        .bind(i64::from(d.status))
+        .bind(&d.outcome)
+        .bind(d.pipeline_id)
+        .bind(d.error.as_deref())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| unique_to_conflict(e, "this delivery was already received"))?;
+        let id = returned_id(&row)?;
+        if !d.claimed {
+            sqlx::query(
+                "DELETE FROM webhook_deliveries WHERE project_id = $1 AND claimed = 0 AND id < \
+                 (SELECT id FROM webhook_deliveries WHERE project_id = $2 AND claimed = 0 \
+                 ORDER BY id DESC LIMIT 1 OFFSET $3)",
+            )
+            .bind(d.project_id)
+            .bind(d.project_id)
+            .bind(DELIVERIES_KEPT - 1)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(id)
+    }
+
+    /// What became of a claimed delivery. `keep_claim: false` gives the claim back (the
+    /// delivery failed: a redelivery may try again).
+    pub async fn finish_delivery(&self, id: i64, end: &DeliveryEnd) -> Result<()> {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = $1, outcome = $2, pipeline_id = $3, error = $4, \
+             claimed = CASE WHEN $5 = 1 THEN claimed ELSE 0 END WHERE id = $6",
+        )
+        .bind(i64::from(end.status))
+        .bind(&end.outcome)
+        .bind(end.pipeline_id)
+        .bind(end.error.as_deref())
+        .bind(end.keep_claim as i64)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A project's deliveries, newest first.
+    pub async fn deliveries(&self, project_id: i64, page: PageReq) -> Result<Vec<DeliveryRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLS} FROM webhook_deliveries WHERE project_id = $1 \
+             ORDER BY id DESC LIMIT $2 OFFSET $3"
+        )))
+        .bind(project_id)
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(DeliveryRow::from_row).collect()
     }
 
     // ---- pipelines ------------------------------------------------------------------------
@@ -829,12 +997,43 @@ pub struct NewProject {
     pub git_url: String,
     pub default_branch: String,
     pub pipeline_file: Option<String>,
-    /// JSON of the credentials (sealed by the caller).
+}
+
+/// A project's values sealed with [`Keyring::seal`], bound to [`project_aad`].
+#[derive(Debug, Clone, Default)]
+pub struct ProjectSecrets {
+    /// The remote's credentials (JSON), sealed.
     pub credentials: Option<String>,
+    /// The webhook secret, sealed.
+    pub webhook_secret: Option<String>,
+}
+
+/// A column of `projects` that holds a sealed value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedColumn {
+    Credentials,
+    WebhookSecret,
+}
+
+impl SealedColumn {
+    pub fn name(self) -> &'static str {
+        match self {
+            SealedColumn::Credentials => "credentials",
+            SealedColumn::WebhookSecret => "webhook_secret",
+        }
+    }
+}
+
+/// The row binding (associated data) of a project's sealed value: `project:<id>:<column>`.
+/// Ids are never reused (SQLite `AUTOINCREMENT`, PostgreSQL identity columns), so a value
+/// copied into another project's row, or into another column, or into a project created
+/// later under the same path, does not open.
+pub fn project_aad(id: i64, column: SealedColumn) -> String {
+    format!("project:{id}:{}", column.name())
 }
 
 const PROJECT_COLS: &str =
-    "id, path, git_url, default_branch, pipeline_file, credentials, created_at";
+    "id, path, git_url, default_branch, pipeline_file, credentials, webhook_secret, created_at";
 
 #[derive(Debug, Clone)]
 pub struct ProjectRow {
@@ -843,7 +1042,10 @@ pub struct ProjectRow {
     pub git_url: String,
     pub default_branch: String,
     pub pipeline_file: Option<String>,
+    /// Sealed (see [`project_aad`]); plaintext JSON in rows written before encryption at rest.
     pub credentials: Option<String>,
+    /// Sealed (see [`project_aad`]).
+    pub webhook_secret: Option<String>,
     pub created_at: i64,
 }
 
@@ -856,7 +1058,80 @@ impl ProjectRow {
             default_branch: r.try_get("default_branch")?,
             pipeline_file: r.try_get("pipeline_file")?,
             credentials: r.try_get("credentials")?,
+            webhook_secret: r.try_get("webhook_secret")?,
             created_at: r.try_get("created_at")?,
+        })
+    }
+}
+
+/// How many refused webhook requests are kept per project (the newest).
+pub const DELIVERIES_KEPT: i64 = 1000;
+
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub project_id: i64,
+    /// `gitlab`, `github`, `gitea` (or what the URL said).
+    pub forge: String,
+    /// The forge's event header (`Push Hook`, `pull_request`, …), empty when absent.
+    pub event: String,
+    pub delivery_id: Option<String>,
+    /// Hex SHA-256 of the body.
+    pub payload_sha256: String,
+    /// Refuse this record if the delivery id or the payload was claimed before.
+    pub claimed: bool,
+    /// The HTTP status answered (202 while a claimed delivery is being handled).
+    pub status: u16,
+    /// `created`, `skipped`, `ignored`, `accepted` (being handled), `refused`, `failed`.
+    pub outcome: String,
+    pub pipeline_id: Option<i64>,
+    /// Why it was refused or ignored: never the body, never a secret.
+    pub error: Option<String>,
+}
+
+/// The end of a claimed delivery.
+#[derive(Debug, Clone)]
+pub struct DeliveryEnd {
+    pub status: u16,
+    pub outcome: String,
+    pub pipeline_id: Option<i64>,
+    pub error: Option<String>,
+    pub keep_claim: bool,
+}
+
+const DELIVERY_COLS: &str = "id, project_id, forge, event, delivery_id, payload_sha256, claimed, \
+    received_at, status, outcome, pipeline_id, error";
+
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub project_id: i64,
+    pub forge: String,
+    pub event: String,
+    pub delivery_id: Option<String>,
+    pub payload_sha256: String,
+    pub claimed: bool,
+    pub received_at: i64,
+    pub status: u16,
+    pub outcome: String,
+    pub pipeline_id: Option<i64>,
+    pub error: Option<String>,
+}
+
+impl DeliveryRow {
+    fn from_row(r: &AnyRow) -> Result<DeliveryRow> {
+        Ok(DeliveryRow {
+            id: r.try_get("id")?,
+            project_id: r.try_get("project_id")?,
+            forge: r.try_get("forge")?,
+            event: r.try_get("event")?,
+            delivery_id: r.try_get("delivery_id")?,
+            payload_sha256: r.try_get("payload_sha256")?,
+            claimed: r.try_get::<i64, _>("claimed")? != 0,
+            received_at: r.try_get("received_at")?,
+            status: u16::try_from(r.try_get::<i64, _>("status")?).unwrap_or(0),
+            outcome: r.try_get("outcome")?,
+            pipeline_id: r.try_get("pipeline_id")?,
+            error: r.try_get("error")?,
         })
     }
 }

@@ -18,6 +18,13 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A sealed value that cannot be opened or sealed again (no key, or not its row).
+    #[error("{what}: {source}")]
+    Secret {
+        what: String,
+        #[source]
+        source: crate::secrets::SecretError,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -61,7 +61,8 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_
 use base64::engine::{DecodePaddingMode, general_purpose};
 use chacha20poly1305::aead::inout::InOutBuf;
 use chacha20poly1305::{AeadInOut, KeyInit, Tag, XChaCha20Poly1305, XNonce};
-use secrecy::{ExposeSecret, SecretSlice, SecretString};
+/// The types opened values come back in, re-exported: callers need no `secrecy` of their own.
+pub use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};

@@ -4,9 +4,11 @@
 
 use gantry_api::{FailureReason, JobStatus, PipelineStatus};
 use gantry_store::db::{
-    Backend, JobEnd, NewAgent, NewJob, NewPipeline, NewProject, PageReq, migrations, now_ms,
+    Backend, DeliveryEnd, JobEnd, NewAgent, NewDelivery, NewJob, NewPipeline, NewProject, PageReq,
+    ProjectSecrets, SealedColumn, migrations, now_ms, project_aad,
 };
-use gantry_store::{Db, StoreError};
+use gantry_store::secrets::ExposeSecret;
+use gantry_store::{Db, Keyring, StoreError};
 use std::collections::BTreeMap;
 
 /// A fresh database per test and backend.
@@ -52,7 +54,6 @@ fn project(path: &str) -> NewProject {
         git_url: "/srv/git/app".into(),
         default_branch: "main".into(),
         pipeline_file: None,
-        credentials: None,
     }
 }
 
@@ -269,7 +270,11 @@ async fn job_transitions_are_conditional() {
 async fn manual_delayed_and_pipeline_status() {
     for (db, _dir) in backends("manual").await {
         let p = db.insert_project(&project("g/app")).await.unwrap();
-        let pl = db.create_pipeline(&pipeline(p, "main"), &[]).await.unwrap().0;
+        let pl = db
+            .create_pipeline(&pipeline(p, "main"), &[])
+            .await
+            .unwrap()
+            .0;
         let m = db
             .insert_job(&job(pl, p, "deploy", JobStatus::Created))
             .await
@@ -311,7 +316,11 @@ async fn manual_delayed_and_pipeline_status() {
         let row = db.pipeline(pl).await.unwrap().unwrap();
         assert!(row.started_at.is_some() && row.finished_at.is_none());
         assert_eq!(db.unfinished_pipelines().await.unwrap().len(), 1);
-        let newer = db.create_pipeline(&pipeline(p, "main"), &[]).await.unwrap().0;
+        let newer = db
+            .create_pipeline(&pipeline(p, "main"), &[])
+            .await
+            .unwrap()
+            .0;
         assert_eq!(
             db.unfinished_pipelines_on_ref(p, "main", newer)
                 .await
@@ -356,4 +365,185 @@ async fn a_bad_url_says_what_to_use() {
         err.contains("sqlite://") && err.contains("postgres://"),
         "{err}"
     );
+}
+
+fn delivery(project_id: i64, id: Option<&str>, payload: &str, claimed: bool) -> NewDelivery {
+    NewDelivery {
+        project_id,
+        forge: "github".into(),
+        event: "push".into(),
+        delivery_id: id.map(str::to_string),
+        payload_sha256: payload.into(),
+        claimed,
+        status: if claimed { 202 } else { 403 },
+        outcome: if claimed { "accepted" } else { "refused" }.into(),
+        pipeline_id: None,
+        error: None,
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_is_claimed_once_by_id_and_by_payload() {
+    for (db, _dir) in backends("deliveries").await {
+        let p = db.insert_project(&project("g/hooks")).await.unwrap();
+        let other = db.insert_project(&project("g/other")).await.unwrap();
+        // Refusals never claim: the same id and payload may be refused many times.
+        for _ in 0..2 {
+            db.insert_delivery(&delivery(p, Some("d1"), "aa", false))
+                .await
+                .unwrap();
+        }
+        let first = db
+            .insert_delivery(&delivery(p, Some("d1"), "aa", true))
+            .await
+            .unwrap();
+        for (id, payload) in [(Some("d1"), "bb"), (Some("d2"), "aa"), (None, "aa")] {
+            let err = db
+                .insert_delivery(&delivery(p, id, payload, true))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, StoreError::Conflict(_)),
+                "{id:?} {payload}: {err}"
+            );
+        }
+        // Another project has its own deliveries; deliveries without an id claim by payload.
+        db.insert_delivery(&delivery(other, Some("d1"), "aa", true))
+            .await
+            .unwrap();
+        db.insert_delivery(&delivery(p, None, "cc", true))
+            .await
+            .unwrap();
+        db.insert_delivery(&delivery(p, None, "dd", true))
+            .await
+            .unwrap();
+
+        // A failed delivery gives its claim back; a created one keeps it.
+        db.finish_delivery(
+            first,
+            &DeliveryEnd {
+                status: 502,
+                outcome: "failed".into(),
+                pipeline_id: None,
+                error: Some("the remote did not answer".into()),
+                keep_claim: false,
+            },
+        )
+        .await
+        .unwrap();
+        let again = db
+            .insert_delivery(&delivery(p, Some("d1"), "aa", true))
+            .await
+            .unwrap();
+        db.finish_delivery(
+            again,
+            &DeliveryEnd {
+                status: 200,
+                outcome: "ignored".into(),
+                pipeline_id: None,
+                error: None,
+                keep_claim: true,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(
+            db.insert_delivery(&delivery(p, Some("d1"), "aa", true))
+                .await
+                .is_err()
+        );
+
+        let page = PageReq::new(Some(1), Some(3));
+        let (rows, next) = page.finish(db.deliveries(p, page).await.unwrap());
+        assert_eq!(next, Some(2));
+        assert_eq!(rows[0].id, again, "newest first");
+        assert_eq!((rows[0].status, rows[0].outcome.as_str()), (200, "ignored"));
+        assert!(rows[0].claimed);
+        let all = db
+            .deliveries(p, PageReq::new(Some(1), Some(100)))
+            .await
+            .unwrap();
+        let failed = all.iter().find(|d| d.id == first).unwrap();
+        assert_eq!((failed.status, failed.claimed), (502, false));
+        assert_eq!(failed.error.as_deref(), Some("the remote did not answer"));
+        assert_eq!(all.len(), 6);
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn reseal_all_moves_every_value_to_the_current_key_and_seals_plaintext() {
+    for (db, _dir) in backends("reseal").await {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("secrets.key");
+        let old = Keyring::create_file(&keys).unwrap();
+        let sealed = |id: i64, col: SealedColumn, v: &str| {
+            Some(old.seal(v.as_bytes(), project_aad(id, col).as_bytes()))
+        };
+        let a = db
+            .insert_project_sealed(&project("g/a"), |id| ProjectSecrets {
+                credentials: sealed(id, SealedColumn::Credentials, r#"{"password":"pw-a"}"#),
+                webhook_secret: sealed(id, SealedColumn::WebhookSecret, "hook-a"),
+            })
+            .await
+            .unwrap();
+        let b = db.insert_project(&project("g/b")).await.unwrap();
+        // Plaintext credentials, as stored before encryption at rest.
+        sqlx::query("UPDATE projects SET credentials = $1 WHERE id = $2")
+            .bind(r#"{"password":"pw-b"}"#)
+            .bind(b)
+            .execute(db.pool())
+            .await
+            .unwrap();
+
+        // Already current: nothing but the plaintext to write.
+        assert_eq!(db.reseal_all(&old).await.unwrap(), 1);
+        let row_b = db.project(b).await.unwrap().unwrap();
+        let cb = row_b.credentials.unwrap();
+        assert!(cb.starts_with("gsec1:k1:"), "{cb}");
+        let aad_b = project_aad(b, SealedColumn::Credentials);
+        assert_eq!(
+            old.open_string(&cb, aad_b.as_bytes())
+                .unwrap()
+                .expose_secret(),
+            r#"{"password":"pw-b"}"#
+        );
+
+        // A new key: all three values move to it, and still open.
+        Keyring::rotate_file(&keys).unwrap();
+        let new = Keyring::load_file(&keys).unwrap();
+        assert_eq!(db.reseal_all(&new).await.unwrap(), 3);
+        assert_eq!(db.reseal_all(&new).await.unwrap(), 0);
+        let row_a = db.project(a).await.unwrap().unwrap();
+        let hook = row_a.webhook_secret.unwrap();
+        assert!(hook.starts_with("gsec1:k2:"), "{hook}");
+        let aad = project_aad(a, SealedColumn::WebhookSecret);
+        assert_eq!(
+            new.open_string(&hook, aad.as_bytes())
+                .unwrap()
+                .expose_secret(),
+            "hook-a"
+        );
+
+        // A value moved to another row fails the whole sweep, naming the row, and changes
+        // nothing.
+        sqlx::query("UPDATE projects SET webhook_secret = $1 WHERE id = $2")
+            .bind(&hook)
+            .bind(b)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        Keyring::rotate_file(&keys).unwrap();
+        let newer = Keyring::load_file(&keys).unwrap();
+        let err = db.reseal_all(&newer).await.unwrap_err();
+        assert!(matches!(err, StoreError::Secret { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("project {b}, webhook_secret: cannot decrypt")),
+            "{err}"
+        );
+        let row_a = db.project(a).await.unwrap().unwrap();
+        assert!(row_a.credentials.unwrap().starts_with("gsec1:k2:"));
+        db.close().await;
+    }
 }
