@@ -45,6 +45,11 @@ pub struct ProjectCreate {
     /// For `ssh://`: a private key (OpenSSH format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_key: Option<String>,
+    /// The secret the forge's webhooks are authenticated with (GitLab's secret token, GitHub's
+    /// and Gitea's webhook secret). When absent, Gantry makes one and returns it, once, in
+    /// the answer ([`Project::webhook_secret`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +61,17 @@ pub struct Project {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline_file: Option<String>,
     pub created_at: i64,
+    /// Only in the answer to the registration that made it (no `webhook_secret` was given):
+    /// it is stored encrypted and never shown again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+}
+
+/// `POST /api/v1/projects/{project}/webhook-secret`: the project's new webhook secret, shown
+/// this once; the old one stops working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSecret {
+    pub webhook_secret: String,
 }
 
 /// `POST /api/v1/projects/{id}/pipelines`.

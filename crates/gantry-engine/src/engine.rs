@@ -20,6 +20,8 @@
 //! pipeline's lock (striped), so two events never decide the same job twice; job state
 //! changes are also conditional in the database.
 
+mod secrets;
+
 use crate::dag::{self, Decision, Node};
 use crate::dispatch::{Dispatcher, Online, Queued};
 use crate::error::{EngineError, Result};
@@ -40,7 +42,7 @@ use gantry_store::db::{
     PipelineRow, ProjectRow, now_ms,
 };
 use gantry_store::logs::LogStore;
-use gantry_store::{Db, StoreError};
+use gantry_store::{Db, Keyring, StoreError};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +61,11 @@ pub struct EngineConfig {
     pub lease: Duration,
     /// How often agents say they are alive.
     pub heartbeat: Duration,
+    /// The keyring that seals project secrets (credentials, webhook secrets) at start.
+    pub keyring: Arc<Keyring>,
+    /// The key file the keyring was read from, if any: read again when it changes (a
+    /// rotation by `gantry admin rotate-key` while the server runs).
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 const STRIPES: usize = 64;
@@ -93,6 +100,7 @@ struct Inner {
     /// change once stored; kept to spare a read per pushed job.
     triggers: Mutex<HashMap<i64, Arc<Trigger>>>,
     next_conn: AtomicU64,
+    keys: secrets::Keys,
     admin_hash: String,
     registration_hash: String,
 }
@@ -118,6 +126,7 @@ impl Engine {
         admin_token: &str,
         registration_token: &str,
     ) -> Result<Engine> {
+        let keys = secrets::Keys::new(config.keyring.clone(), config.secrets_key_file.clone());
         let engine = Engine {
             inner: Arc::new(Inner {
                 db,
@@ -130,6 +139,7 @@ impl Engine {
                 parked: Mutex::new(HashMap::new()),
                 triggers: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
+                keys,
                 admin_hash: hash_token(admin_token),
                 registration_hash: hash_token(registration_token),
             }),
@@ -291,11 +301,7 @@ impl Engine {
         if let Some(m) = self.inner.mirrors.lock().expect("mirrors").get(&p.id) {
             return Ok(m.clone());
         }
-        let creds: Credentials = p
-            .credentials
-            .as_deref()
-            .map(|c| serde_json::from_str(c).unwrap_or_default())
-            .unwrap_or_default();
+        let creds = self.credentials_of(p)?;
         let remote = Remote {
             url: p.git_url.clone(),
             username: creds.username,
@@ -347,16 +353,26 @@ impl Engine {
         };
         let credentials = (!creds.is_empty())
             .then(|| serde_json::to_string(&creds).expect("credentials serialize"));
+        // A secret made here is shown once, in this answer.
+        let (webhook_secret, made) = match &req.webhook_secret {
+            Some(s) => {
+                secrets::check_webhook_secret(s)?;
+                (s.clone(), false)
+            }
+            None => (secrets::new_webhook_secret(), true),
+        };
         let id = self
             .inner
             .db
-            .insert_project(&NewProject {
-                path: path.clone(),
-                git_url: req.git_url.trim().to_string(),
-                default_branch: req.default_branch.clone().unwrap_or_else(|| "main".into()),
-                pipeline_file: req.pipeline_file.clone(),
-                credentials,
-            })
+            .insert_project_sealed(
+                &NewProject {
+                    path: path.clone(),
+                    git_url: req.git_url.trim().to_string(),
+                    default_branch: req.default_branch.clone().unwrap_or_else(|| "main".into()),
+                    pipeline_file: req.pipeline_file.clone(),
+                },
+                |id| self.seal_project(id, credentials.as_deref(), &webhook_secret),
+            )
             .await?;
         let row = self.project_row(id).await?;
         // First fetch now, so that a wrong URL or password is seen at once.
@@ -389,7 +405,11 @@ impl Engine {
                 return Err(e);
             }
         }
-        self.project(id).await
+        let mut project = self.project(id).await?;
+        if made {
+            project.webhook_secret = Some(webhook_secret);
+        }
+        Ok(project)
     }
 
     async fn project_row(&self, id: i64) -> Result<ProjectRow> {
@@ -1785,6 +1805,7 @@ fn project_dto(p: &ProjectRow) -> rest::Project {
         default_branch: p.default_branch.clone(),
         pipeline_file: p.pipeline_file.clone(),
         created_at: p.created_at,
+        webhook_secret: None,
     }
 }
 

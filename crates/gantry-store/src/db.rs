@@ -232,13 +232,12 @@ impl Db {
     /// existed; all in one transaction, so a failure (a value no key opens, one moved to
     /// another row) changes nothing. Each write is conditional on the value read, so a value
     /// the server replaced meanwhile (sealed with a key of the file) is left as it is.
-    /// Returns how many values were written.
-    pub async fn reseal_all(&self, keyring: &Keyring) -> Result<u64> {
+    pub async fn reseal_all(&self, keyring: &Keyring) -> Result<Resealed> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query("SELECT id, credentials, webhook_secret FROM projects ORDER BY id")
             .fetch_all(&mut *tx)
             .await?;
-        let mut written = 0;
+        let mut done = Resealed::default();
         for r in &rows {
             let id: i64 = r.try_get("id")?;
             for column in [SealedColumn::Credentials, SealedColumn::WebhookSecret] {
@@ -246,7 +245,8 @@ impl Db {
                     continue;
                 };
                 let aad = project_aad(id, column);
-                let new = if is_sealed(&old) {
+                let plaintext = !is_sealed(&old);
+                let new = if !plaintext {
                     keyring.reseal(&old, aad.as_bytes())
                 } else {
                     // Plaintext from before encryption at rest.
@@ -266,11 +266,34 @@ impl Db {
                 .bind(&old)
                 .execute(&mut *tx)
                 .await?;
-                written += r.rows_affected();
+                done.written += r.rows_affected();
+                if plaintext {
+                    done.plaintext += r.rows_affected();
+                }
             }
         }
         tx.commit().await?;
-        Ok(written)
+        Ok(done)
+    }
+
+    /// Rewrites the database so that no copy of replaced values stays in its free space:
+    /// SQLite's `VACUUM` (then the write-ahead log is checkpointed and emptied), PostgreSQL's
+    /// `VACUUM FULL` of `projects`. Used after plaintext secrets were sealed.
+    pub async fn scrub(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => {
+                sqlx::query("VACUUM").execute(&self.pool).await?;
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&self.pool)
+                    .await?;
+            }
+            Backend::Postgres => {
+                sqlx::query("VACUUM FULL projects")
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes a project that has no pipelines (a registration whose first fetch failed).
@@ -997,6 +1020,15 @@ pub struct NewProject {
     pub git_url: String,
     pub default_branch: String,
     pub pipeline_file: Option<String>,
+}
+
+/// What [`Db::reseal_all`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resealed {
+    /// Values written, sealed with the current key.
+    pub written: u64,
+    /// Of those, values that were plaintext (credentials from before encryption at rest).
+    pub plaintext: u64,
 }
 
 /// A project's values sealed with [`Keyring::seal`], bound to [`project_aad`].

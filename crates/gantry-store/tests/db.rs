@@ -497,7 +497,9 @@ async fn reseal_all_moves_every_value_to_the_current_key_and_seals_plaintext() {
             .unwrap();
 
         // Already current: nothing but the plaintext to write.
-        assert_eq!(db.reseal_all(&old).await.unwrap(), 1);
+        let done = db.reseal_all(&old).await.unwrap();
+        assert_eq!((done.written, done.plaintext), (1, 1));
+        db.scrub().await.unwrap();
         let row_b = db.project(b).await.unwrap().unwrap();
         let cb = row_b.credentials.unwrap();
         assert!(cb.starts_with("gsec1:k1:"), "{cb}");
@@ -512,8 +514,9 @@ async fn reseal_all_moves_every_value_to_the_current_key_and_seals_plaintext() {
         // A new key: all three values move to it, and still open.
         Keyring::rotate_file(&keys).unwrap();
         let new = Keyring::load_file(&keys).unwrap();
-        assert_eq!(db.reseal_all(&new).await.unwrap(), 3);
-        assert_eq!(db.reseal_all(&new).await.unwrap(), 0);
+        let done = db.reseal_all(&new).await.unwrap();
+        assert_eq!((done.written, done.plaintext), (3, 0));
+        assert_eq!(db.reseal_all(&new).await.unwrap().written, 0);
         let row_a = db.project(a).await.unwrap().unwrap();
         let hook = row_a.webhook_secret.unwrap();
         assert!(hook.starts_with("gsec1:k2:"), "{hook}");

@@ -35,6 +35,9 @@ enum Command {
     Agent(Box<cmd::agents::AgentCommand>),
     /// Run the server: the API, the store, the scheduler and (by default) an agent.
     Server(Box<cmd::server::Args>),
+    /// Maintain a server's data on its machine: rotate-key.
+    #[command(subcommand)]
+    Admin(cmd::admin::Command),
     /// Projects on the server: add, list.
     #[command(subcommand)]
     Project(cmd::project::Command),
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Schema => cmd::schema::run(),
         Command::Agent(a) => cmd::agents::run(*a),
         Command::Server(a) => cmd::server::run(*a),
+        Command::Admin(c) => cmd::admin::run(c),
         Command::Project(c) => cmd::project::run(c),
         Command::Pipeline(c) => cmd::pipeline::run(c),
         Command::Job(c) => cmd::job::run(c),

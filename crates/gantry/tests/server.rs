@@ -911,6 +911,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/api/v1/projects"),
     ("get", "/api/v1/projects"),
     ("get", "/api/v1/projects/{project}"),
+    ("post", "/api/v1/projects/{project}/webhook-secret"),
     ("post", "/api/v1/projects/{project}/pipelines"),
     ("get", "/api/v1/projects/{project}/pipelines"),
     ("get", "/api/v1/pipelines"),

@@ -53,8 +53,8 @@ fn an_http_project_with_credentials_fetches_and_runs_and_a_wrong_password_says_s
         assert_eq!(done["status"], "success", "{}: {done:#}", db.name());
         let job = done["jobs"][0]["id"].as_i64().unwrap();
         assert!(s.log(job).contains("hello from http"));
-        // The password is in no file of the server's data directory (SQLite stores it in
-        // gantry.db until secrets are encrypted at rest; the mirror's config must not).
+        // The password is not in the mirror's config (nor anywhere else the server stores:
+        // see server_secrets.rs).
         let config = std::fs::read_to_string(
             s.data
                 .path()

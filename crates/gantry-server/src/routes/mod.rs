@@ -4,6 +4,7 @@
 pub mod agent_ws;
 pub mod api;
 pub mod files;
+pub mod hooks;
 pub mod logs;
 pub mod meta;
 
@@ -91,6 +92,13 @@ pub const ROUTES: &[Route] = &[
         "/api/v1/projects/{project}",
         Admin,
         "A project, by id or URL-encoded path",
+        None,
+    ),
+    r(
+        "POST",
+        "/api/v1/projects/{project}/webhook-secret",
+        Admin,
+        "Give the project a new webhook secret, shown this once (the old one stops working)",
         None,
     ),
     r(
@@ -244,6 +252,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/projects") => post(api::create_project),
         ("GET", "/api/v1/projects") => get(api::list_projects),
         ("GET", "/api/v1/projects/{project}") => get(api::get_project),
+        ("POST", "/api/v1/projects/{project}/webhook-secret") => post(hooks::regenerate_secret),
         ("POST", "/api/v1/projects/{project}/pipelines") => post(api::create_pipeline),
         ("GET", "/api/v1/projects/{project}/pipelines") => get(api::project_pipelines),
         ("GET", "/api/v1/pipelines") => get(api::list_pipelines),
@@ -375,7 +384,8 @@ pub fn openapi() -> Value {
                 "ProjectCreate": {"type": "object", "required": ["path", "git_url"],
                     "properties": {"path": {"type": "string"}, "git_url": {"type": "string"},
                         "default_branch": {"type": "string"}, "pipeline_file": {"type": "string"},
-                        "username": {"type": "string"}, "password": {"type": "string"}, "ssh_key": {"type": "string"}}},
+                        "username": {"type": "string"}, "password": {"type": "string"}, "ssh_key": {"type": "string"},
+                        "webhook_secret": {"type": "string"}}},
                 "PipelineCreate": {"type": "object",
                     "properties": {"ref": {"type": "string"}, "sha": {"type": "string"},
                         "variables": {"type": "array", "items": {"type": "object", "required": ["key", "value"],

@@ -1,5 +1,6 @@
 //! One module per subcommand, plus what they share: finding and loading the pipeline file.
 
+pub mod admin;
 pub mod agent;
 pub mod agents;
 pub mod client;

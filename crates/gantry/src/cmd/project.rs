@@ -109,6 +109,7 @@ fn create_body(a: &AddArgs) -> Result<ProjectCreate> {
         username: a.username.clone(),
         password,
         ssh_key,
+        webhook_secret: None,
     })
 }
 
@@ -139,6 +140,13 @@ async fn add(client: Client, body: ProjectCreate, out: Output) -> Result<ExitCod
         println!("  default branch  {}", p.default_branch);
         if let Some(f) = &p.pipeline_file {
             println!("  pipeline file   {f}");
+        }
+        if let Some(secret) = &p.webhook_secret {
+            println!("  webhook secret  {secret}");
+            println!(
+                "                  (shown once: give it to the forge's webhook, sent to /api/v1/hooks/FORGE/{})",
+                p.path
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -2,17 +2,19 @@
 //! of its own unless `--no-local-agent`.
 //!
 //! The data directory holds everything of the embedded default: `gantry.db` (SQLite),
-//! `logs/`, `blobs/`, `git/` (the mirrors), the local agent's state, and two secrets made on
-//! first start, readable by the owner only: `admin-token` (the API's administrator) and
-//! `registration-token` (for `gantry agent --token`).
+//! `logs/`, `blobs/`, `git/` (the mirrors), the local agent's state, and three secrets made on
+//! first start, readable by the owner only: `admin-token` (the API's administrator),
+//! `registration-token` (for `gantry agent --token`) and `secrets.key`, the keyring that
+//! encrypts project credentials and webhook secrets in the database (see [`keyring`]).
 
 use anyhow::{Context, Result};
 use gantry_engine::{Engine, EngineConfig};
 use gantry_runner::agent::{AgentConfig, ExecutorKind};
 use gantry_server::AppState;
-use gantry_store::Db;
 use gantry_store::blob::FsBlobStore;
 use gantry_store::logs::LogStore;
+use gantry_store::secrets::KEY_ENV;
+use gantry_store::{Db, Keyring};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -51,6 +53,10 @@ pub struct Args {
     /// Seconds between agents' heartbeats.
     #[arg(long, default_value_t = 5)]
     pub heartbeat: u64,
+    /// The key file that encrypts secrets in the database [default: GANTRY_SECRETS_KEY when
+    /// set, else DATA_DIR/secrets.key, made at first start].
+    #[arg(long, env = "GANTRY_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -59,7 +65,7 @@ pub enum Executor {
     Docker,
 }
 
-fn default_data_dir() -> PathBuf {
+pub fn default_data_dir() -> PathBuf {
     std::env::var_os("XDG_DATA_HOME")
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)
@@ -90,6 +96,34 @@ fn secret_file(path: &Path, prefix: &str) -> Result<String> {
     Ok(token)
 }
 
+/// The keyring that seals secrets at rest, and the file it came from: `file` (which must
+/// exist), else the `GANTRY_SECRETS_KEY` variable, else `DATA_DIR/secrets.key`, made (owner
+/// only) when missing.
+pub fn keyring(file: Option<&Path>, data: &Path) -> Result<(Keyring, Option<PathBuf>)> {
+    if let Some(file) = file {
+        if !file.exists() {
+            anyhow::bail!(
+                "the secrets key file {} does not exist: make one with `umask 077; printf 'k1 %s\\n' \"$(openssl rand -base64 32)\" > {}`, or leave --secrets-key-file out to use DATA_DIR/secrets.key",
+                file.display(),
+                file.display()
+            );
+        }
+        let k = Keyring::load_file(file)?;
+        return Ok((k, Some(file.to_path_buf())));
+    }
+    if let Ok(value) = std::env::var(KEY_ENV) {
+        let k = Keyring::from_env_value(&value).context("reading the secrets keyring")?;
+        return Ok((k, None));
+    }
+    let path = data.join("secrets.key");
+    let k = if path.exists() {
+        Keyring::load_file(&path)?
+    } else {
+        Keyring::create_file(&path)?
+    };
+    Ok((k, Some(path)))
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -114,6 +148,7 @@ async fn serve(args: Args) -> Result<ExitCode> {
         Some(t) => t.clone(),
         None => secret_file(&data.join("registration-token"), "grt_")?,
     };
+    let (keyring, key_file) = keyring(args.secrets_key_file.as_deref(), &data)?;
     let db_url = args
         .database_url
         .clone()
@@ -135,6 +170,8 @@ async fn serve(args: Args) -> Result<ExitCode> {
         external_url: external,
         lease: Duration::from_secs(args.lease_timeout.max(1)),
         heartbeat: Duration::from_secs(args.heartbeat.max(1)),
+        keyring: Arc::new(keyring),
+        secrets_key_file: key_file,
     };
     let engine = Engine::start(config, db, logs, blobs, &admin, &registration)
         .await
@@ -191,7 +228,7 @@ async fn serve(args: Args) -> Result<ExitCode> {
 }
 
 /// A database URL without its password.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];

@@ -1,0 +1,211 @@
+//! Secrets at rest in a running server: a project's password and webhook secret are sealed
+//! in the database (SQLite and PostgreSQL) and nowhere else in plaintext, the server still
+//! uses them, and `gantry admin rotate-key` moves them to a new key, while the server runs
+//! and across restarts, sealing the plaintext credentials of older databases on the way.
+
+mod common;
+#[path = "common/git_http.rs"]
+mod git_http;
+
+use common::Project;
+use common::server::{Backend, Options, Server, backends, id, job};
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+/// Runs SQL on the server's database with its command-line client; the rows, `|` between
+/// columns.
+fn sql(s: &Server, query: &str) -> String {
+    let out = match &s.opts.backend {
+        Backend::Sqlite => Command::new("sqlite3")
+            .arg(s.data.path().join("gantry.db"))
+            .arg(query)
+            .output()
+            .expect("sqlite3 runs (Debian's sqlite3)"),
+        Backend::Postgres(url) => Command::new("psql")
+            .args([url.as_str(), "-Atc", query])
+            .output()
+            .expect("psql runs"),
+    };
+    assert!(
+        out.status.success(),
+        "{query}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Every byte the server stores: the files of its data directory (SQLite's database and
+/// write-ahead log included), and a dump of its PostgreSQL database.
+fn stored_bytes(s: &Server) -> Vec<(String, Vec<u8>)> {
+    fn walk(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path.display().to_string(), bytes));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(s.data.path(), &mut out);
+    if let Backend::Postgres(url) = &s.opts.backend {
+        let dump = Command::new("pg_dump")
+            .arg(url)
+            .output()
+            .expect("pg_dump runs");
+        assert!(dump.status.success());
+        out.push(("pg_dump".into(), dump.stdout));
+    }
+    assert!(
+        out.iter()
+            .any(|(p, _)| p.ends_with("gantry.db") || p == "pg_dump")
+    );
+    out
+}
+
+fn assert_nowhere(s: &Server, secrets: &[&str]) {
+    for (path, bytes) in stored_bytes(s) {
+        for secret in secrets {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{}: {secret} is stored in plaintext in {path}",
+                s.opts.backend.name()
+            );
+        }
+    }
+}
+
+fn key_ids(file: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(file).unwrap();
+    assert_eq!(
+        std::fs::metadata(file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect()
+}
+
+/// `gantry admin rotate-key` on the server's data; its output.
+fn rotate(s: &Server) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry"));
+    cmd.args(["admin", "rotate-key", "--data-dir"])
+        .arg(s.data.path())
+        .env_remove("GANTRY_DATABASE_URL")
+        .env_remove("GANTRY_SECRETS_KEY")
+        .env_remove("GANTRY_SECRETS_KEY_FILE");
+    if let Backend::Postgres(url) = &s.opts.backend {
+        cmd.args(["--database-url", url]);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "rotate-key: {text}");
+    text
+}
+
+/// A pipeline through the API (which fetches the ref with the project's credentials) runs.
+fn runs(s: &Server, project: i64, what: &str) {
+    let p = s.pipeline(project, "main");
+    let p = s.wait_pipeline(id(&p), T);
+    assert_eq!(p["status"], "success", "{what}: {p:#}");
+    assert!(s.log(id(&job(&p, "hello"))).contains("hello from http"));
+}
+
+#[test]
+fn project_secrets_are_sealed_at_rest_and_rotate_key_reseals_them() {
+    let repo = Project::new("hello:\n  script: [echo hello from http]\n");
+    let root = repo.path().parent().unwrap().to_path_buf();
+    let name = repo
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let password = "pw-3c9e1f-never-stored";
+    let git = git_http::GitHttp::start(root, "ci", password);
+    let url = format!("{}/{name}", git.url);
+    for db in backends("secrets") {
+        let backend = db.name();
+        let mut s = Server::start(Options::new(&db));
+        let hook = "hook-5b7d02-never-stored";
+        let p = s
+            .api()
+            .post(
+                "/api/v1/projects",
+                json!({"path": "team/secret", "git_url": url, "username": "ci",
+                       "password": password, "webhook_secret": hook}),
+            )
+            .unwrap();
+        let project = id(&p);
+        let key_file = s.data.path().join("secrets.key");
+        assert_eq!(key_ids(&key_file), ["k1"], "{backend}: made at first start");
+        let stored = |s: &Server| {
+            sql(
+                s,
+                &format!("SELECT credentials, webhook_secret FROM projects WHERE id = {project}"),
+            )
+        };
+        let row = stored(&s);
+        assert!(
+            row.starts_with("gsec1:k1:") && row.contains("|gsec1:k1:"),
+            "{backend}: {row}"
+        );
+        assert_nowhere(&s, &[password, hook]);
+        runs(&s, project, backend);
+
+        // Rotated while the server runs: both values move to k2.
+        let out = rotate(&s);
+        assert!(out.contains("new key k2 (keys: k1, k2)"), "{out}");
+        assert!(out.contains("resealed 2 values with key k2"), "{out}");
+        assert_eq!(key_ids(&key_file), ["k1", "k2"]);
+        let row = stored(&s);
+        assert!(
+            row.starts_with("gsec1:k2:") && row.contains("|gsec1:k2:"),
+            "{backend}: {row}"
+        );
+        // The running server still runs pipelines.
+        runs(&s, project, backend);
+
+        // After a restart the credentials come from the value sealed with k2.
+        s.kill9();
+        s.restart();
+        runs(&s, project, backend);
+
+        // Plaintext credentials, as a database from before encryption at rest has them, are
+        // still read, and the next rotation seals them.
+        s.kill9();
+        sql(
+            &s,
+            &format!(
+                "UPDATE projects SET credentials = '{{\"username\":\"ci\",\"password\":\"{password}\"}}' WHERE id = {project}"
+            ),
+        );
+        s.restart();
+        runs(&s, project, backend);
+        let out = rotate(&s);
+        assert!(out.contains("resealed 2 values with key k3"), "{out}");
+        assert!(out.contains("sealed 1 plaintext credentials"), "{out}");
+        let row = stored(&s);
+        assert!(
+            row.starts_with("gsec1:k3:") && row.contains("|gsec1:k3:"),
+            "{backend}: {row}"
+        );
+        s.kill9();
+        s.restart();
+        runs(&s, project, backend);
+        assert_nowhere(&s, &[password, hook]);
+        assert!(!s.stderr_text().contains(password) && !s.stderr_text().contains(hook));
+    }
+}
