@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     /// Stable and machine-readable: `not_found`, `bad_request`, `unauthorized`, `forbidden`,
-    /// `conflict`, `invalid_pipeline`, `storage_full`, `internal`.
+    /// `conflict`, `invalid_pipeline`, `storage_full`, `internal`; webhooks add `unsigned`,
+    /// `bad_signature`, `no_webhook_secret`, `replayed`, `malformed`, `missing_event`,
+    /// `too_large`, `unknown_forge`.
     pub code: String,
     /// For a person: what went wrong and what to do.
     pub message: String,
@@ -72,6 +74,46 @@ pub struct Project {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookSecret {
     pub webhook_secret: String,
+}
+
+/// The answer to a webhook delivery that was accepted: `201` with the pipeline it created
+/// (`skipped` when the commit message says `[skip ci]`), or `200` with `created: false` and
+/// the reason (a ping, a deleted branch, an event no pipeline runs on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookReply {
+    pub created: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PipelineStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The delivery's record (`GET /api/v1/projects/{project}/webhook-deliveries`).
+    pub delivery: i64,
+}
+
+/// A webhook request as Gantry recorded it: never its body, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDelivery {
+    pub id: i64,
+    pub project_id: i64,
+    /// `gitlab`, `github` or `gitea` (Forgejo's deliveries are Gitea's).
+    pub forge: String,
+    /// The forge's event header: `Push Hook`, `pull_request`, …
+    pub event: String,
+    /// The forge's delivery id, when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+    pub received_at: i64,
+    /// The HTTP status Gantry answered with.
+    pub status: u16,
+    /// `created`, `skipped`, `ignored`, `refused`, `failed`, or `accepted` while it is handled.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_id: Option<i64>,
+    /// Why it was refused, failed or ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `POST /api/v1/projects/{id}/pipelines`.

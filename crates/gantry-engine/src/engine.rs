@@ -1,6 +1,7 @@
 //! [`Engine`]: everything the server does between a trigger and a finished pipeline.
 //!
 //! ```text
+//! receive_webhook (webhooks.rs) ─► verified, parsed, claimed once ─► create_pipeline_with
 //! create_pipeline ─► mirror: read the commit and the file (fetch when missing) ─► load
 //!     + plan (one blocking step) ─► store the pipeline and its jobs with their first
 //!     decisions (one transaction) ─► pending jobs to the dispatcher ─► pump
@@ -21,6 +22,9 @@
 //! changes are also conditional in the database.
 
 mod secrets;
+mod webhooks;
+
+pub use webhooks::{HookBody, HookRequest};
 
 use crate::dag::{self, Decision, Node};
 use crate::dispatch::{Dispatcher, Online, Queued};
@@ -457,6 +461,20 @@ impl Engine {
         source: Source,
         user: &str,
     ) -> Result<rest::Pipeline> {
+        self.create_pipeline_with(project, req, source, user, TriggerExtras::default())
+            .await
+    }
+
+    /// [`Engine::create_pipeline`] with what an event knows beyond a ref (a webhook's push or
+    /// merge request): see [`TriggerExtras`].
+    pub async fn create_pipeline_with(
+        &self,
+        project: &str,
+        req: PipelineCreate,
+        source: Source,
+        user: &str,
+        extras: TriggerExtras,
+    ) -> Result<rest::Pipeline> {
         let project = self.find_project_row(project).await?;
         let project_id = project.id;
         let git_ref = req
@@ -485,6 +503,7 @@ impl Engine {
         let p2 = project.clone();
         let sha_req = req.sha.clone();
         let (sha, trigger, planned) = blocking(move || {
+            let TriggerExtras { fetch_ref, apply } = extras;
             let mut trigger = trigger;
             let ref2 = trigger.ref_name.clone();
             let m = this.mirror_of(&p2)?;
@@ -502,7 +521,8 @@ impl Engine {
                 None => {
                     // A ref the remote does not have is the caller's mistake (400), not
                     // a failing remote (502).
-                    m.fetch(&[ref2.as_str()]).map_err(|e| match e {
+                    let fetch = fetch_ref.as_deref().unwrap_or(ref2.as_str());
+                    m.fetch(&[fetch]).map_err(|e| match e {
                         crate::git::GitError::RefNotFound { .. } => EngineError::BadRequest(
                             format!("'{ref2}' is neither a branch nor a tag of {}: {e}", p2.path),
                         ),
@@ -520,7 +540,14 @@ impl Engine {
             };
             trigger.is_tag = m.is_tag(&ref2)?;
             trigger.commit = commit.to_trigger(None);
+            let skip = match apply {
+                Some(apply) => apply(&m, &mut trigger)?,
+                None => None,
+            };
             let sha = trigger.commit.sha.clone();
+            if let Some(reason) = skip {
+                return Ok((sha, trigger, Planned::Skipped(reason)));
+            }
             let candidates: Vec<String> = match &p2.pipeline_file {
                 Some(f) => vec![f.clone()],
                 None => vec![".gantry.yml".into(), ".gitlab-ci.yml".into()],
@@ -533,8 +560,8 @@ impl Engine {
                 }
             }
             let planned = match file {
-                Some((name, text)) => this.plan_text(&m, &name, &text, &trigger)?,
-                None => Err(format!(
+                Some((name, text)) => this.plan_text(&m, &name, &text, &trigger)?.into(),
+                None => Planned::Invalid(format!(
                     "no pipeline file at {} ({ref2}): add {} to the repository, or set the project's pipeline_file",
                     &sha[..sha.len().min(8)],
                     candidates.join(" or ")
@@ -543,12 +570,18 @@ impl Engine {
             Ok((sha, trigger, planned))
         })
         .await?;
+        // A merge request's pipeline is listed under the ref GitLab shows for it; its jobs
+        // still see the source branch as CI_COMMIT_REF_NAME.
+        let git_ref = match &trigger.merge_request {
+            Some(mr) => format!("refs/merge-requests/{}/head", mr.iid),
+            None => git_ref,
+        };
         let row = NewPipeline {
             project_id,
             git_ref,
             sha,
             status: PipelineStatus::Created,
-            source: source.as_str().to_string(),
+            source: trigger.source.as_str().to_string(),
             parent_job_id: None,
             trigger_json: String::new(),
             errors: None,
@@ -615,14 +648,14 @@ impl Engine {
 
     /// Stores a planned pipeline and its jobs, each with its first decision (pending,
     /// skipped, manual, scheduled), in one transaction; then hands its pending jobs to the
-    /// dispatcher. A plan that failed is stored as a failed pipeline showing the errors.
-    /// Returns the pipeline's id.
+    /// dispatcher. A plan that failed is stored as a failed pipeline showing the errors, a
+    /// skipped one as a skipped pipeline saying why. Returns the pipeline's id.
     async fn store_planned(
         &self,
         project: &ProjectRow,
         mut row: NewPipeline,
         mut trigger: Trigger,
-        planned: std::result::Result<Plan, String>,
+        planned: Planned,
     ) -> Result<i64> {
         // The stored trigger leaves the id out (the row has it): it is not known yet.
         trigger.pipeline_id = 0;
@@ -630,15 +663,19 @@ impl Engine {
         let mut defs = Vec::new();
         let mut jobs = Vec::new();
         match planned {
-            Err(rendered) => {
+            Planned::Invalid(rendered) => {
                 row.status = PipelineStatus::Failed;
                 row.errors = Some(rendered);
             }
-            Ok(plan) if !plan.created => {
+            Planned::Skipped(reason) => {
+                row.status = PipelineStatus::Skipped;
+                row.errors = Some(reason);
+            }
+            Planned::Plan(plan) if !plan.created => {
                 row.status = PipelineStatus::Skipped;
                 row.errors = Some(format!("no pipeline: {}", plan.workflow));
             }
-            Ok(plan) => {
+            Planned::Plan(plan) => {
                 defs = (0..plan.jobs.len())
                     .map(|i| JobDefinition::from_plan(&plan, i))
                     .collect();
@@ -670,7 +707,8 @@ impl Engine {
         let (id, ids) = self.inner.db.create_pipeline(&row, &jobs).await?;
         trigger.pipeline_id = id as u64;
         trigger.pipeline_iid = id as u64;
-        let (git_ref, sha) = (trigger.ref_name.clone(), trigger.commit.sha.clone());
+        // Pipelines on the same ref as listed: a merge request's are not its branch's.
+        let (git_ref, sha) = (row.git_ref.clone(), row.sha.clone());
         self.remember_trigger(id, trigger);
         let queued_at = now_ms();
         for ((job, def), job_id) in jobs.iter().zip(&defs).zip(ids) {
@@ -968,8 +1006,10 @@ impl Engine {
         let mirror = self.mirror(project.id).await?;
         let this = self.clone();
         let t2 = trigger.clone();
-        let planned =
-            blocking(move || this.plan_text(&mirror, "(child pipeline)", &text, &t2)).await?;
+        let planned: Planned =
+            blocking(move || this.plan_text(&mirror, "(child pipeline)", &text, &t2))
+                .await?
+                .into();
         let row = NewPipeline {
             project_id: project.id,
             git_ref: parent.git_ref.clone(),
@@ -1685,6 +1725,51 @@ impl Engine {
             .send(agent_id, ServerMsg::FinishedAck { job_id: j.id });
         self.pump().await;
         Ok(())
+    }
+}
+
+/// What an event knows beyond a ref, for [`Engine::create_pipeline_with`].
+#[derive(Default)]
+pub struct TriggerExtras {
+    /// What to fetch when the mirror lacks the requested commit, instead of the requested
+    /// branch: a full ref (`refs/tags/v1.0`, a merge request's `refs/pull/7/head`).
+    pub fetch_ref: Option<String>,
+    /// Called on the blocking thread once the commit is read from the mirror, before the
+    /// pipeline file is: sets what the event decides on the trigger (source, user, the
+    /// previous commit, the merge request, changed files, protection) and returns a reason to
+    /// skip the pipeline (stored `skipped` with that reason, no job) or `None`.
+    #[allow(
+        clippy::type_complexity,
+        reason = "one boxed callback, named by the field's documentation"
+    )]
+    pub apply:
+        Option<Box<dyn FnOnce(&Mirror, &mut Trigger) -> Result<Option<String>> + Send + 'static>>,
+}
+
+impl std::fmt::Debug for TriggerExtras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TriggerExtras")
+            .field("fetch_ref", &self.fetch_ref)
+            .field("apply", &self.apply.is_some())
+            .finish()
+    }
+}
+
+/// What the blocking step of a trigger decided.
+enum Planned {
+    Plan(Plan),
+    /// The pipeline file's problems, rendered.
+    Invalid(String),
+    /// No pipeline runs, for this reason (`[skip ci]`).
+    Skipped(String),
+}
+
+impl From<std::result::Result<Plan, String>> for Planned {
+    fn from(r: std::result::Result<Plan, String>) -> Planned {
+        match r {
+            Ok(plan) => Planned::Plan(plan),
+            Err(rendered) => Planned::Invalid(rendered),
+        }
     }
 }
 

@@ -1,5 +1,7 @@
-//! The engine's error type; the HTTP layer maps each case to a status and a JSON code.
+//! The engine's error type; the HTTP layer answers each case with [`EngineError::http_status`]
+//! and a JSON error carrying [`EngineError::code`].
 
+use crate::forge::HookError;
 use crate::git::GitError;
 use gantry_store::StoreError;
 
@@ -17,6 +19,9 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Git(#[from] GitError),
+    /// A webhook request refused (unsigned, forged, replayed, malformed, too large).
+    #[error(transparent)]
+    Hook(#[from] HookError),
     #[error("{0}")]
     Internal(String),
 }
@@ -38,7 +43,24 @@ impl EngineError {
             EngineError::Store(StoreError::Conflict(_)) => "conflict",
             EngineError::Store(_) => "storage_error",
             EngineError::Git(_) => "git_error",
+            EngineError::Hook(h) => h.code(),
             EngineError::Internal(_) => "internal",
+        }
+    }
+
+    /// The HTTP status that answers it (the server's, and what webhook deliveries record).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            EngineError::NotFound(_) => 404,
+            EngineError::BadRequest(_) => 400,
+            EngineError::Conflict(_) => 409,
+            EngineError::Unauthorized(_) => 401,
+            EngineError::Git(_) => 502,
+            EngineError::Store(s) if s.is_full() => 507,
+            EngineError::Store(StoreError::NotFound(_)) => 404,
+            EngineError::Store(StoreError::Conflict(_)) => 409,
+            EngineError::Hook(h) => h.status(),
+            EngineError::Store(_) | EngineError::Internal(_) => 500,
         }
     }
 }

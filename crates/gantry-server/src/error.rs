@@ -45,17 +45,8 @@ impl HttpError {
 
 impl From<EngineError> for HttpError {
     fn from(e: EngineError) -> HttpError {
-        let status = match &e {
-            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
-            EngineError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            EngineError::Conflict(_) => StatusCode::CONFLICT,
-            EngineError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            EngineError::Git(_) => StatusCode::BAD_GATEWAY,
-            EngineError::Store(s) if s.is_full() => StatusCode::INSUFFICIENT_STORAGE,
-            EngineError::Store(gantry_store::StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
-            EngineError::Store(gantry_store::StoreError::Conflict(_)) => StatusCode::CONFLICT,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status =
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!("{e}");
         }

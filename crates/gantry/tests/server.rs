@@ -912,6 +912,8 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/api/v1/projects"),
     ("get", "/api/v1/projects/{project}"),
     ("post", "/api/v1/projects/{project}/webhook-secret"),
+    ("get", "/api/v1/projects/{project}/webhook-deliveries"),
+    ("post", "/api/v1/hooks/{forge}/{project}"),
     ("post", "/api/v1/projects/{project}/pipelines"),
     ("get", "/api/v1/projects/{project}/pipelines"),
     ("get", "/api/v1/pipelines"),

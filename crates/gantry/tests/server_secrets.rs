@@ -9,7 +9,7 @@ mod git_http;
 
 use common::Project;
 use common::server::{Backend, Options, Server, backends, id, job};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
@@ -122,6 +122,44 @@ fn runs(s: &Server, project: i64, what: &str) {
     assert!(s.log(id(&job(&p, "hello"))).contains("hello from http"));
 }
 
+/// A GitLab push webhook for the repository's last commit.
+fn gitlab_push(s: &Server, project: i64, token: &str, repo: &Path, key: &str) -> (u16, Value) {
+    let rev = |r: &str| {
+        let o = Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["rev-parse", r])
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    let path =
+        common::repo_root().join("crates/gantry-engine/tests/fixtures/webhooks/gitlab/push.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v["ref"] = json!("refs/heads/main");
+    v["before"] = json!(rev("HEAD~1"));
+    v["after"] = json!(rev("HEAD"));
+    v["checkout_sha"] = v["after"].clone();
+    v["commits"] = json!([]);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent
+        .post(&format!("{}/api/v1/hooks/gitlab/{project}", s.url))
+        .header("X-Gitlab-Event", "Push Hook")
+        .header("X-Gitlab-Token", token)
+        .header("Idempotency-Key", key)
+        .send(v.to_string())
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
+}
+
 #[test]
 fn project_secrets_are_sealed_at_rest_and_rotate_key_reseals_them() {
     let repo = Project::new("hello:\n  script: [echo hello from http]\n");
@@ -175,8 +213,15 @@ fn project_secrets_are_sealed_at_rest_and_rotate_key_reseals_them() {
             row.starts_with("gsec1:k2:") && row.contains("|gsec1:k2:"),
             "{backend}: {row}"
         );
-        // The running server still runs pipelines.
-        runs(&s, project, backend);
+        // The running server opens what k2 sealed: a webhook signed with the secret verifies,
+        // and its pipeline fetches with the credentials.
+        repo.commit("after the rotation");
+        let (status, reply) = gitlab_push(&s, project, hook, repo.path(), "rotated-1");
+        assert_eq!(status, 201, "{backend}: {reply}");
+        let done = s.wait_pipeline(reply["pipeline_id"].as_i64().unwrap(), T);
+        assert_eq!(done["status"], "success", "{backend}: {done:#}");
+        let (status, _) = gitlab_push(&s, project, "not it", repo.path(), "rotated-2");
+        assert_eq!(status, 403);
 
         // After a restart the credentials come from the value sealed with k2.
         s.kill9();

@@ -140,6 +140,18 @@ impl Engine {
         })
     }
 
+    /// The project's webhook secret, `None` when it has none.
+    pub(super) fn webhook_secret_of(&self, p: &ProjectRow) -> Result<Option<SecretString>> {
+        let Some(stored) = p.webhook_secret.as_deref() else {
+            return Ok(None);
+        };
+        let aad = project_aad(p.id, SealedColumn::WebhookSecret);
+        let secret = self.inner.keys.open(stored, &aad).map_err(|e| {
+            EngineError::Internal(format!("the webhook secret of project {}: {e}", p.path))
+        })?;
+        Ok(Some(secret))
+    }
+
     /// The sealed values of a new project, bound to its id.
     pub(super) fn seal_project(
         &self,

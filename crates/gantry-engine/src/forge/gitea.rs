@@ -11,7 +11,7 @@ use super::{
 
 const FORGE: Forge = Forge::Gitea;
 /// Forgejo sends both its own headers and Gitea's; Gitea also sends Gogs'.
-const EVENT_HEADERS: [&str; 3] = ["X-Forgejo-Event", "X-Gitea-Event", "X-Gogs-Event"];
+pub(super) const EVENT_HEADERS: [&str; 3] = ["X-Forgejo-Event", "X-Gitea-Event", "X-Gogs-Event"];
 const SIGNATURE_HEADERS: [&str; 2] = ["X-Forgejo-Signature", "X-Gitea-Signature"];
 
 /// The hex HMAC-SHA256 of the body, in `X-Forgejo-Signature` or `X-Gitea-Signature`. Gitea

@@ -9,7 +9,7 @@ use super::{
 };
 
 const FORGE: Forge = Forge::Github;
-const EVENT_HEADER: &str = "X-GitHub-Event";
+pub(super) const EVENT_HEADER: &str = "X-GitHub-Event";
 const SIGNATURE_HEADER: &str = "X-Hub-Signature-256";
 /// GitHub lists at most this many commits in a push.
 const MAX_LISTED_COMMITS: usize = 2048;

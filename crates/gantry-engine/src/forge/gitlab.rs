@@ -12,7 +12,7 @@ use super::{
 use crate::token::constant_time_eq;
 
 const FORGE: Forge = Forge::Gitlab;
-const EVENT_HEADER: &str = "X-Gitlab-Event";
+pub(super) const EVENT_HEADER: &str = "X-Gitlab-Event";
 const TOKEN_HEADER: &str = "X-Gitlab-Token";
 
 /// `X-Gitlab-Token` must be the secret. Both sides are hashed before the comparison, so its

@@ -217,8 +217,9 @@ pub enum HookError {
     },
     /// This delivery was received before (the caller detects it with [`delivery_id`]).
     #[error(
-        "delivery {delivery_id} was already received: a repeated delivery creates nothing \
-         (redeliver only deliveries that failed)"
+        "delivery {delivery_id} was already received (this delivery id, or the same payload \
+         under another id): a repeated delivery creates nothing (redeliver only deliveries \
+         that failed)"
     )]
     Replayed { delivery_id: String },
 }
@@ -560,6 +561,16 @@ pub fn verify(
         Forge::Gitlab => gitlab::verify(secret, headers),
         Forge::Github => github::verify(secret, headers, body),
         Forge::Gitea => gitea::verify(secret, headers, body),
+    }
+}
+
+/// The event the request names in the forge's header (`Push Hook`, `pull_request`, …), for
+/// logs and records; `None` when the header is absent.
+pub fn event_name<'a>(forge: Forge, headers: &Headers<'a>) -> Option<&'a str> {
+    match forge {
+        Forge::Gitlab => headers.get(gitlab::EVENT_HEADER),
+        Forge::Github => headers.get(github::EVENT_HEADER),
+        Forge::Gitea => headers.first_of(&gitea::EVENT_HEADERS).map(|(_, v)| v),
     }
 }
 

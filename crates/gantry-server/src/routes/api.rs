@@ -19,7 +19,7 @@ pub struct PageQuery {
 }
 
 impl PageQuery {
-    fn req(&self) -> PageReq {
+    pub(crate) fn req(&self) -> PageReq {
         PageReq::new(self.page, self.per_page)
     }
 }

@@ -27,6 +27,10 @@ pub enum Access {
     /// A running job's token (its own job, or jobs of its pipeline for artifacts), or the
     /// administrator's.
     Job,
+    /// Authenticated by the forge's signature, not a token: the project's webhook secret
+    /// checks the request (GitLab's `X-Gitlab-Token`, GitHub's `X-Hub-Signature-256`,
+    /// Gitea's and Forgejo's HMAC of the body).
+    Webhook,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +104,21 @@ pub const ROUTES: &[Route] = &[
         Admin,
         "Give the project a new webhook secret, shown this once (the old one stops working)",
         None,
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/webhook-deliveries",
+        Admin,
+        "The project's webhook deliveries, newest first: status, outcome, pipeline, error",
+        None,
+    ),
+    r(
+        "POST",
+        "/api/v1/hooks/{forge}/{*project}",
+        Webhook,
+        "A webhook from GitLab, GitHub, Gitea or Forgejo (forge: gitlab, github, gitea, forgejo; \
+         project: its id or path): push and merge request events start pipelines",
+        Some("ForgePayload"),
     ),
     r(
         "POST",
@@ -253,6 +272,8 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/api/v1/projects") => get(api::list_projects),
         ("GET", "/api/v1/projects/{project}") => get(api::get_project),
         ("POST", "/api/v1/projects/{project}/webhook-secret") => post(hooks::regenerate_secret),
+        ("GET", "/api/v1/projects/{project}/webhook-deliveries") => get(hooks::deliveries),
+        ("POST", "/api/v1/hooks/{forge}/{*project}") => post(hooks::receive),
         ("POST", "/api/v1/projects/{project}/pipelines") => post(api::create_pipeline),
         ("GET", "/api/v1/projects/{project}/pipelines") => get(api::project_pipelines),
         ("GET", "/api/v1/pipelines") => get(api::list_pipelines),
@@ -337,15 +358,16 @@ pub fn router(state: AppState) -> Router {
 pub fn openapi() -> Value {
     let mut paths = Map::new();
     for route in ROUTES {
-        let params: Vec<Value> = route
-            .path
+        // `{*rest}` (the rest of the path, slashes included) is `{rest}` in OpenAPI.
+        let path = route.path.replace("{*", "{");
+        let params: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
         let mut op = json!({
             "summary": route.summary,
-            "operationId": format!("{} {}", route.method.to_lowercase(), route.path),
+            "operationId": format!("{} {}", route.method.to_lowercase(), path),
             "x-access": format!("{:?}", route.access).to_lowercase(),
             "responses": {
                 "default": {
@@ -358,7 +380,7 @@ pub fn openapi() -> Value {
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);
         }
-        if route.access != Public && route.access != Registration {
+        if !matches!(route.access, Public | Registration | Webhook) {
             op["security"] = json!([{"bearer": []}]);
         }
         if let Some(body) = route.body {
@@ -368,7 +390,7 @@ pub fn openapi() -> Value {
             });
         }
         let entry = paths
-            .entry(route.path.to_string())
+            .entry(path.clone())
             .or_insert_with(|| Value::Object(Map::new()));
         entry[route.method.to_lowercase()] = op;
     }
@@ -386,6 +408,8 @@ pub fn openapi() -> Value {
                         "default_branch": {"type": "string"}, "pipeline_file": {"type": "string"},
                         "username": {"type": "string"}, "password": {"type": "string"}, "ssh_key": {"type": "string"},
                         "webhook_secret": {"type": "string"}}},
+                "ForgePayload": {"type": "object",
+                    "description": "The forge's own JSON payload, unchanged, with its headers (event, delivery id, signature or token)"},
                 "PipelineCreate": {"type": "object",
                     "properties": {"ref": {"type": "string"}, "sha": {"type": "string"},
                         "variables": {"type": "array", "items": {"type": "object", "required": ["key", "value"],
