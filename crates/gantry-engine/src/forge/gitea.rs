@@ -4,9 +4,11 @@
 
 use serde::Deserialize;
 
+// Gitea's push payload lists commits exactly as GitHub's does.
+use super::github::PushCommit;
 use super::{
-    Commit, Forge, Headers, HookError, HookEvent, MergeRequestAction, MergeRequestEvent, PushParts,
-    PushedCommit, Repository, User, check_hmac, check_merge_request, decode, non_empty, nullable,
+    Forge, Headers, HookError, HookEvent, MergeRequestAction, MergeRequestEvent, PushParts,
+    Repository, User, check_hmac, check_merge_request, decode, non_empty, nullable,
 };
 
 const FORGE: Forge = Forge::Gitea;
@@ -96,48 +98,6 @@ impl From<Account> for User {
             name: non_empty(a.full_name).unwrap_or_else(|| username.clone()),
             username,
             email: a.email,
-        }
-    }
-}
-
-#[derive(Deserialize, Default)]
-struct GitUser {
-    #[serde(default, deserialize_with = "nullable")]
-    name: String,
-    #[serde(default, deserialize_with = "nullable")]
-    email: String,
-}
-
-#[derive(Deserialize)]
-struct PushCommit {
-    id: String,
-    #[serde(default, deserialize_with = "nullable")]
-    message: String,
-    #[serde(default, deserialize_with = "nullable")]
-    timestamp: String,
-    #[serde(default, deserialize_with = "nullable")]
-    author: GitUser,
-    #[serde(default, deserialize_with = "nullable")]
-    added: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    modified: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    removed: Vec<String>,
-}
-
-impl PushCommit {
-    fn into_parts(self) -> PushedCommit {
-        PushedCommit {
-            commit: Commit {
-                sha: self.id,
-                message: self.message,
-                timestamp: self.timestamp,
-                author_name: self.author.name,
-                author_email: self.author.email,
-            },
-            added: self.added,
-            modified: self.modified,
-            removed: self.removed,
         }
     }
 }

@@ -100,16 +100,18 @@ struct Account {
     login: String,
 }
 
+/// A commit's author or committer as GitHub writes it (Gitea and Forgejo write the same).
 #[derive(Deserialize, Default)]
-struct GitUser {
+pub(super) struct GitUser {
     #[serde(default, deserialize_with = "nullable")]
     name: String,
     #[serde(default, deserialize_with = "nullable")]
     email: String,
 }
 
+/// A commit of a push event as GitHub lists it (Gitea and Forgejo list the same).
 #[derive(Deserialize)]
-struct PushCommit {
+pub(super) struct PushCommit {
     id: String,
     #[serde(default, deserialize_with = "nullable")]
     message: String,
@@ -126,7 +128,7 @@ struct PushCommit {
 }
 
 impl PushCommit {
-    fn into_parts(self) -> PushedCommit {
+    pub(super) fn into_parts(self) -> PushedCommit {
         PushedCommit {
             commit: Commit {
                 sha: self.id,
