@@ -12,7 +12,7 @@
 //! agent: Started, log frames, Finished ─► logs stored by offset, acked ─► finish_job
 //!     (waits for the whole log) ─► retry? ─► advance
 //! ticker (every 250 ms): expired leases fail as runner_system_failure, delayed jobs whose
-//!     time has come become pending, live logs are synced to disk
+//!     time has come become pending, live logs are synced to disk, SQLite's log checkpointed
 //! ```
 //!
 //! The database is the truth; the dispatcher's memory (who is online, which slots and
@@ -225,6 +225,9 @@ impl Engine {
         let logs = self.inner.logs.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || logs.sync()).await {
             tracing::warn!("syncing logs: {e}");
+        }
+        if let Err(e) = self.inner.db.checkpoint().await {
+            tracing::warn!("checkpointing the database: {e}");
         }
         for j in self.inner.db.expired_leases(now).await? {
             tracing::warn!(job = j.id, "lease expired");

@@ -107,6 +107,11 @@ impl Db {
                             "PRAGMA synchronous = NORMAL",
                             "PRAGMA busy_timeout = 10000",
                             "PRAGMA foreign_keys = ON",
+                            // Checkpoints (which fsync the database) run from
+                            // [`Db::checkpoint`] on the server's ticker, not inside
+                            // whichever commit crosses 1000 pages: a trigger never waits
+                            // for one.
+                            "PRAGMA wal_autocheckpoint = 0",
                         ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
                         }
@@ -461,6 +466,19 @@ impl Db {
         }
         tx.commit().await?;
         Ok((id, ids))
+    }
+
+    /// Copies what the SQLite write-ahead log holds into the database file, as far as it can
+    /// without waiting for readers (`PRAGMA wal_checkpoint(PASSIVE)`). The server calls it
+    /// on its ticker; automatic checkpoints are off (see [`Db::connect`]). A no-op on
+    /// PostgreSQL.
+    pub async fn checkpoint(&self) -> Result<()> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_all(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn set_pipeline_errors(&self, id: i64, errors: &str) -> Result<()> {
