@@ -4,8 +4,8 @@
 
 use serde::Deserialize;
 
-// Gitea's push payload lists commits exactly as GitHub's does.
-use super::github::PushCommit;
+// Gitea's payloads describe commits and repositories exactly as GitHub's do.
+use super::github::{PushCommit, Repo};
 use super::{
     Forge, Headers, HookError, HookEvent, MergeRequestAction, MergeRequestEvent, PushParts,
     Repository, User, check_hmac, check_merge_request, decode, non_empty, nullable,
@@ -46,34 +46,6 @@ pub(super) fn parse(headers: &Headers<'_>, body: &[u8]) -> Result<HookEvent, Hoo
         other => Ok(HookEvent::Ignored {
             reason: format!("Gitea '{other}' events start no pipeline"),
         }),
-    }
-}
-
-#[derive(Deserialize)]
-struct Repo {
-    #[serde(default, deserialize_with = "nullable")]
-    id: u64,
-    full_name: String,
-    #[serde(default, deserialize_with = "nullable")]
-    html_url: String,
-    #[serde(default, deserialize_with = "nullable")]
-    clone_url: String,
-    #[serde(default, deserialize_with = "nullable")]
-    ssh_url: String,
-    #[serde(default, deserialize_with = "nullable")]
-    default_branch: String,
-}
-
-impl From<Repo> for Repository {
-    fn from(r: Repo) -> Repository {
-        Repository {
-            id: r.id,
-            path: r.full_name,
-            web_url: r.html_url,
-            http_url: r.clone_url,
-            ssh_url: r.ssh_url,
-            default_branch: r.default_branch,
-        }
     }
 }
 

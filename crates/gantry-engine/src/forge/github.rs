@@ -65,8 +65,9 @@ struct Ping {
     hook_id: u64,
 }
 
+/// A repository as GitHub describes it (Gitea and Forgejo describe it the same way).
 #[derive(Deserialize)]
-struct Repo {
+pub(super) struct Repo {
     #[serde(default, deserialize_with = "nullable")]
     id: u64,
     full_name: String,
