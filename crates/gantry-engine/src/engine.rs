@@ -525,7 +525,16 @@ impl Engine {
                     // A ref the remote does not have is the caller's mistake (400), not
                     // a failing remote (502).
                     let fetch = fetch_ref.as_deref().unwrap_or(ref2.as_str());
-                    m.fetch(&[fetch]).map_err(|e| match e {
+                    // A short name is a branch first, then a tag (as git resolves it).
+                    let fetched = match m.fetch(&[fetch]) {
+                        Err(crate::git::GitError::RefNotFound { .. })
+                            if fetch_ref.is_none() && !ref2.starts_with("refs/") =>
+                        {
+                            m.fetch(&[&format!("refs/tags/{ref2}")])
+                        }
+                        other => other,
+                    };
+                    fetched.map_err(|e| match e {
                         crate::git::GitError::RefNotFound { .. } => EngineError::BadRequest(
                             format!("'{ref2}' is neither a branch nor a tag of {}: {e}", p2.path),
                         ),

@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::Project;
 use common::server::{
     Agent, Api, Options, Server, attempts, backends, id, job, job_named, wait_for,
 };
+use common::{Project, git};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -335,6 +335,22 @@ fn api_variables_and_predefined_ids_reach_the_job() {
             "{}: '{want}' not in:\n{log}",
             db.name()
         );
+    }
+}
+
+#[test]
+fn a_tag_pushed_after_the_project_was_added_runs_as_a_tag_pipeline() {
+    for db in backends("tagref") {
+        let repo = Project::new("show:\n  script:\n    - echo \"TAG=$CI_COMMIT_TAG\"\n");
+        let s = Server::start(Options::new(&db));
+        let project = s.project("team/tagged", repo.path());
+        // The mirror has never seen this tag: the run fetches it (not as a branch).
+        git(repo.path(), &["tag", "v1.0"]);
+        let p = s.pipeline_vars(project, "v1.0", &[]);
+        let p = s.wait_pipeline(id(&p), T);
+        assert_eq!(p["status"], "success", "{}: {p:#}", db.name());
+        let log = s.log(id(&job(&p, "show")));
+        assert!(log.lines().any(|l| l == "TAG=v1.0"), "{}: {log}", db.name());
     }
 }
 

@@ -204,7 +204,7 @@ impl Mirror {
         let result = self
             .runner
             .output_net("fetch", &args, self.timeouts.network);
-        // Whatever happened, the next read starts a cat-file that sees the new state.
+        // Whatever happened, the next read opens a reader that sees the new state.
         *self.objects_guard() = None;
         result?;
         if refs.is_empty() {
