@@ -13,16 +13,7 @@ use std::time::Duration;
 #[test]
 fn an_http_project_with_credentials_fetches_and_runs_and_a_wrong_password_says_so() {
     let repo = Project::new("hello:\n  script: [echo hello from http]\n");
-    let root = repo.path().parent().unwrap().to_path_buf();
-    let name = repo
-        .path()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    let git = git_http::GitHttp::start(root, "ci", "s3cret-pw");
-    let url = format!("{}/{name}", git.url);
+    let (git, url) = git_http::GitHttp::serve_repo(repo.path(), "ci", "s3cret-pw");
     for db in backends("git_http") {
         let s = Server::start(Options::new(&db));
         let api = s.api();

@@ -163,17 +163,8 @@ fn gitlab_push(s: &Server, project: i64, token: &str, repo: &Path, key: &str) ->
 #[test]
 fn project_secrets_are_sealed_at_rest_and_rotate_key_reseals_them() {
     let repo = Project::new("hello:\n  script: [echo hello from http]\n");
-    let root = repo.path().parent().unwrap().to_path_buf();
-    let name = repo
-        .path()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
     let password = "pw-3c9e1f-never-stored";
-    let git = git_http::GitHttp::start(root, "ci", password);
-    let url = format!("{}/{name}", git.url);
+    let (_git, url) = git_http::GitHttp::serve_repo(repo.path(), "ci", password);
     for db in backends("secrets") {
         let backend = db.name();
         let mut s = Server::start(Options::new(&db));

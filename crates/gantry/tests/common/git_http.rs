@@ -43,6 +43,22 @@ fn base64(input: &[u8]) -> String {
 }
 
 impl GitHttp {
+    /// Serves the repository at `repo` (and its siblings) to `user` with `password`; returns
+    /// the server and the repository's URL.
+    pub fn serve_repo(repo: &std::path::Path, user: &str, password: &str) -> (GitHttp, String) {
+        let root = repo
+            .parent()
+            .expect("a repository in a folder")
+            .to_path_buf();
+        let name = repo
+            .file_name()
+            .expect("a named repository")
+            .to_string_lossy();
+        let git = GitHttp::start(root, user, password);
+        let url = format!("{}/{name}", git.url);
+        (git, url)
+    }
+
     /// Serves the repositories under `root` (bare or not) to `user` with `password`.
     pub fn start(root: PathBuf, user: &str, password: &str) -> GitHttp {
         let runtime = tokio::runtime::Builder::new_multi_thread()
