@@ -4,6 +4,7 @@
 //! A `Trigger` is plain data. The server builds one from a webhook, a schedule or an API call;
 //! `gantry run` builds one from the working tree; tests build them by hand.
 
+use crate::vars::PipelineContext;
 use serde::{Deserialize, Serialize};
 
 /// GitLab's `CI_PIPELINE_SOURCE` values.
@@ -207,4 +208,9 @@ pub struct Trigger {
     pub changed_since: std::collections::BTreeMap<String, Vec<String>>,
     /// Files present at the commit, for `rules:exists`. `None` means unknown (`exists` is false).
     pub files: Option<Vec<String>>,
+    /// What the server knows of the pipeline beyond the event (its configuration file, the
+    /// open merge requests of its branch, the schedule that started it, ...): part of the
+    /// trigger so that the rules, the plan and the job see the same predefined variables.
+    #[serde(default)]
+    pub context: PipelineContext,
 }

@@ -443,7 +443,7 @@ pub fn variables(
             tier: env.deployment_tier.clone(),
         });
     }
-    let mut set = VarSet::with_predefined(spec.trigger, &Default::default(), Some(&ctx));
+    let mut set = VarSet::with_predefined(spec.trigger, &spec.trigger.context, Some(&ctx));
     set.push(
         Layer::Job,
         job.variables.iter().map(|v| {

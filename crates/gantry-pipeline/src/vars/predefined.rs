@@ -534,10 +534,10 @@ fn version_part(part: Option<&str>) -> String {
 }
 
 /// Every predefined variable known before and at pipeline creation for `trigger`
-/// ([`Phase::PrePipeline`] and [`Phase::Pipeline`], except the job-specific ones), with a default
-/// [`PipelineContext`]. See [`pipeline_variables_with`].
+/// ([`Phase::PrePipeline`] and [`Phase::Pipeline`], except the job-specific ones), with the
+/// trigger's own [`PipelineContext`]. See [`pipeline_variables_with`].
 pub fn pipeline_variables(trigger: &Trigger) -> Vec<Var> {
-    pipeline_variables_with(trigger, &PipelineContext::default())
+    pipeline_variables_with(trigger, &trigger.context)
 }
 
 /// Every predefined variable known before and at pipeline creation, in GitLab's conditions:
@@ -1114,6 +1114,7 @@ mod tests {
             changed_files: None,
             changed_since: Default::default(),
             files: None,
+            context: PipelineContext::default(),
         }
     }
 
