@@ -13,6 +13,10 @@
 //! crash of the process (`kill -9`), which is what the server promises; surviving a power cut
 //! is PostgreSQL's job in real deployments.
 
+mod triggers;
+
+pub use triggers::{MergeRequestState, TriggerTokenRow};
+
 use crate::secrets::{Keyring, is_sealed};
 use crate::{Result, StoreError};
 use gantry_api::{FailureReason, JobStatus, PipelineStatus};
@@ -46,6 +50,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhooks",
         include_str!("../migrations/sqlite/0002_webhooks.sql"),
     ),
+    (
+        5,
+        "triggers",
+        include_str!("../migrations/sqlite/0005_triggers.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -57,6 +66,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "webhooks",
         include_str!("../migrations/postgres/0002_webhooks.sql"),
+    ),
+    (
+        5,
+        "triggers",
+        include_str!("../migrations/postgres/0005_triggers.sql"),
     ),
 ];
 

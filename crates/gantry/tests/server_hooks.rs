@@ -23,6 +23,7 @@ const PIPELINE: &str = r#"show:
     - echo "source=$CI_PIPELINE_SOURCE ref=$CI_COMMIT_REF_NAME tag=$CI_COMMIT_TAG"
     - echo "before=$CI_COMMIT_BEFORE_SHA user=$GITLAB_USER_LOGIN protected=$CI_COMMIT_REF_PROTECTED"
     - echo "mr=$CI_MERGE_REQUEST_IID src=$CI_MERGE_REQUEST_SOURCE_BRANCH_NAME tgt=$CI_MERGE_REQUEST_TARGET_BRANCH_NAME base=$CI_MERGE_REQUEST_DIFF_BASE_SHA"
+    - echo "open=[$CI_OPEN_MERGE_REQUESTS]"
 src:
   rules:
     - changes: [src/**/*]
@@ -673,6 +674,11 @@ fn merge_request_pipelines_for_branches_and_forks() {
         // change to src/ after the fork point is not the merge request's.
         let p = s.get_pipeline(pipeline);
         assert!(job_named(&p, "src").is_none(), "{name}: {p:#}");
+        assert!(log.contains("open=[team/mr!7]"), "{name}: {log}");
+        // The branch's own pipelines name its open merge request.
+        let p = s.pipeline(project, "feature");
+        let log = show_log(&s, id(&p), name);
+        assert!(log.contains("open=[team/mr!7]"), "{name}: {log}");
 
         // A fork's pull request from its `main`: not protected, although `main` is.
         let body = pull_request(
@@ -701,6 +707,8 @@ fn merge_request_pipelines_for_branches_and_forks() {
         let p = s.pipeline(project, "main");
         let log = show_log(&s, id(&p), name);
         assert!(log.contains("protected=true"), "{name}: {log}");
+        // A fork's `main` is not this project's `main`.
+        assert!(log.contains("open=[]"), "{name}: {log}");
 
         // A closed pull request starts nothing.
         let body = pull_request(
@@ -713,6 +721,10 @@ fn merge_request_pipelines_for_branches_and_forks() {
         );
         let (status, reply) = github(&s, "team/mr", secret, "pull_request", "pr-3", &body);
         assert_eq!((status, &reply["created"]), (200, &json!(false)), "{reply}");
+        // ... and is no longer listed in its branch's pipelines.
+        let p = s.pipeline(project, "feature");
+        let log = show_log(&s, id(&p), name);
+        assert!(log.contains("open=[]"), "{name}: {log}");
 
         // GitLab's merge request hook (no target sha in it: the target branch is fetched).
         let mut v = fixture("gitlab/merge-request-open.json");

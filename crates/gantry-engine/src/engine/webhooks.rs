@@ -40,7 +40,9 @@ use gantry_api::rest::{self, Page, PipelineCreate};
 use gantry_pipeline::trigger::{Source, Trigger};
 use gantry_pipeline::vars::NULL_SHA;
 use gantry_store::StoreError;
-use gantry_store::db::{DeliveryEnd, DeliveryRow, NewDelivery, PageReq, ProjectRow};
+use gantry_store::db::{
+    DeliveryEnd, DeliveryRow, MergeRequestState, NewDelivery, PageReq, ProjectRow,
+};
 use gantry_store::secrets::ExposeSecret;
 use sha2::{Digest, Sha256};
 use std::collections::{HashSet, VecDeque};
@@ -140,6 +142,16 @@ impl Engine {
             Ok(e) => e,
             Err(e) => return self.refuse(&project, record, e.into()).await,
         };
+        let event = match event {
+            HookEvent::MergeRequestClosed { iid, reason } => {
+                self.inner
+                    .db
+                    .close_merge_request(project.id, iid as i64)
+                    .await?;
+                HookEvent::Ignored { reason }
+            }
+            other => other,
+        };
         if let HookEvent::Ignored { reason } = event {
             record.status = 200;
             record.outcome = "ignored".into();
@@ -181,7 +193,9 @@ impl Engine {
         let created = match event {
             HookEvent::Push(push) => self.push_pipeline(&project, push).await,
             HookEvent::MergeRequest(mr) => self.merge_request_pipeline(&project, mr).await,
-            HookEvent::Ignored { .. } => unreachable!("answered above"),
+            HookEvent::Ignored { .. } | HookEvent::MergeRequestClosed { .. } => {
+                unreachable!("answered above")
+            }
         };
         match created {
             Ok(p) => {
@@ -315,6 +329,18 @@ impl Engine {
         project: &ProjectRow,
         mr: MergeRequestEvent,
     ) -> Result<rest::Pipeline> {
+        self.inner
+            .db
+            .upsert_merge_request(&MergeRequestState {
+                project_id: project.id,
+                iid: mr.iid as i64,
+                source_branch: mr.source_branch.clone(),
+                target_branch: mr.target_branch.clone(),
+                title: mr.title.clone(),
+                from_fork: mr.is_fork,
+                is_open: true,
+            })
+            .await?;
         let req = PipelineCreate {
             git_ref: Some(mr.source_branch.clone()),
             sha: Some(mr.source_sha.clone()),

@@ -172,6 +172,16 @@ fn pull_request(body: &[u8]) -> Result<HookEvent, HookError> {
         "opened" => MergeRequestAction::Opened,
         "reopened" => MergeRequestAction::Reopened,
         "synchronized" => MergeRequestAction::Updated,
+        "closed" => {
+            return Ok(HookEvent::MergeRequestClosed {
+                iid: hook.number,
+                reason: format!(
+                    "pull request #{} action 'closed' starts no pipeline (opened, reopened \
+                     and synchronized do)",
+                    hook.number
+                ),
+            });
+        }
         other => {
             return Ok(HookEvent::Ignored {
                 reason: format!(

@@ -271,6 +271,16 @@ fn merge_request(event: &'static str, body: &[u8]) -> Result<HookEvent, HookErro
                 ),
             });
         }
+        (action @ ("close" | "merge"), _) => {
+            return Ok(HookEvent::MergeRequestClosed {
+                iid: a.iid,
+                reason: format!(
+                    "merge request !{} action '{action}' starts no pipeline (open, reopen and \
+                     update with new commits do)",
+                    a.iid
+                ),
+            });
+        }
         (other, _) => {
             return Ok(HookEvent::Ignored {
                 reason: format!(

@@ -48,8 +48,10 @@
 //!   so a webhook subscribed to both does not start two pipelines for one tag.
 //! - **GitLab `update` without `oldrev`** (a title, label or description edit) is ignored:
 //!   GitLab itself starts merge request pipelines only when commits are pushed.
-//!   `approved`, `merge`, `close` and the like are ignored on every forge, as are GitHub's
-//!   `edited`, `labeled`, `ready_for_review` and Gitea's `label_updated`, `assigned`, ….
+//!   `close` and `merge` (GitHub's and Gitea's `closed`) start nothing but are
+//!   [`HookEvent::MergeRequestClosed`], so the merge request leaves its branch's
+//!   `CI_OPEN_MERGE_REQUESTS`; `approved` and the like are ignored on every forge, as are
+//!   GitHub's `edited`, `labeled`, `ready_for_review` and Gitea's `label_updated`, `assigned`, ….
 //! - **GitLab's delivery id**: `Idempotency-Key` is the same for the retries of one event and
 //!   only for them. Older GitLab only sends `X-Gitlab-Event-UUID`, which it keeps for every
 //!   delivery of one hook made while handling one request or job
@@ -64,6 +66,7 @@
 //!   path) has `is_fork` set; [`MergeRequestEvent::apply_to`] then clears
 //!   `Trigger::protected`, so it runs without protected variables.
 
+pub mod git;
 mod gitea;
 mod github;
 mod gitlab;
@@ -91,6 +94,8 @@ pub enum Forge {
     Gitlab,
     Github,
     Gitea,
+    /// No forge: the `post-receive` hook of a bare repository ([`git`]).
+    Git,
 }
 
 impl Forge {
@@ -100,6 +105,7 @@ impl Forge {
             Forge::Gitlab => "gitlab",
             Forge::Github => "github",
             Forge::Gitea => "gitea",
+            Forge::Git => "git",
         }
     }
 }
@@ -111,6 +117,7 @@ impl fmt::Display for Forge {
             Forge::Gitlab => "GitLab",
             Forge::Github => "GitHub",
             Forge::Gitea => "Gitea",
+            Forge::Git => "a repository hook",
         })
     }
 }
@@ -124,6 +131,7 @@ impl FromStr for Forge {
             "gitlab" => Ok(Forge::Gitlab),
             "github" => Ok(Forge::Github),
             "gitea" | "forgejo" => Ok(Forge::Gitea),
+            "git" => Ok(Forge::Git),
             _ => Err(HookError::UnknownForge(s.to_string())),
         }
     }
@@ -264,8 +272,11 @@ pub enum HookEvent {
     Push(PushEvent),
     /// A merge (pull) request was opened, reopened, or its source branch got new commits.
     MergeRequest(MergeRequestEvent),
+    /// A merge request was closed or merged: it starts nothing, and is no longer listed in its
+    /// branch's pipelines (`CI_OPEN_MERGE_REQUESTS`).
+    MergeRequestClosed { iid: u64, reason: String },
     /// A valid delivery that starts nothing: a ping, a deleted branch or tag, a merge request
-    /// closed, merged or merely edited, an event type pipelines do not run on.
+    /// merely edited, an event type pipelines do not run on.
     Ignored { reason: String },
 }
 
@@ -561,6 +572,7 @@ pub fn verify(
         Forge::Gitlab => gitlab::verify(secret, headers),
         Forge::Github => github::verify(secret, headers, body),
         Forge::Gitea => gitea::verify(secret, headers, body),
+        Forge::Git => git::verify(secret, headers),
     }
 }
 
@@ -571,6 +583,7 @@ pub fn event_name<'a>(forge: Forge, headers: &Headers<'a>) -> Option<&'a str> {
         Forge::Gitlab => headers.get(gitlab::EVENT_HEADER),
         Forge::Github => headers.get(github::EVENT_HEADER),
         Forge::Gitea => headers.first_of(&gitea::EVENT_HEADERS).map(|(_, v)| v),
+        Forge::Git => headers.get(git::EVENT_HEADER),
     }
 }
 
@@ -586,6 +599,7 @@ pub fn delivery_id(forge: Forge, headers: &Headers<'_>, body: &[u8]) -> Option<S
         Forge::Gitea => headers
             .first_of(&["X-Forgejo-Delivery", "X-Gitea-Delivery", "X-Gogs-Delivery"])
             .map(|(_, id)| id.to_string()),
+        Forge::Git => headers.get(git::DELIVERY_HEADER).map(str::to_string),
     }
 }
 
@@ -596,6 +610,7 @@ pub fn parse(forge: Forge, headers: &Headers<'_>, body: &[u8]) -> Result<HookEve
         Forge::Gitlab => gitlab::parse(headers, body),
         Forge::Github => github::parse(headers, body),
         Forge::Gitea => gitea::parse(headers, body),
+        Forge::Git => git::parse(headers, body),
     }
 }
 

@@ -188,6 +188,14 @@ impl Delivery {
         }
     }
 
+    /// The merge request a close or merge event closes.
+    fn closed(&self) -> u64 {
+        match self.event() {
+            HookEvent::MergeRequestClosed { iid, .. } => iid,
+            other => panic!("not a closed merge request: {other:?}"),
+        }
+    }
+
     fn error(&self) -> HookError {
         match self.receive() {
             Ok(r) => panic!("accepted: {:?}", r.event),
@@ -624,22 +632,38 @@ fn forgejo_headers_alone_are_accepted_and_forks_detected() {
 
 #[test]
 fn closing_merging_and_labelling_start_no_pipeline() {
-    for action in ["close", "merge", "approved", "unapproved"] {
+    for action in ["approved", "unapproved"] {
         Delivery::gitlab("Merge Request Hook", "gitlab/merge-request-open.json")
             .edit(|v| v["object_attributes"]["action"] = json!(action))
             .ignored();
     }
-    for action in ["closed", "edited", "labeled", "ready_for_review"] {
+    for action in ["edited", "labeled", "ready_for_review"] {
         let reason = Delivery::github("pull_request", "github/pull-request-opened.json")
             .edit(|v| v["action"] = json!(action))
             .ignored();
         assert!(reason.contains(&format!("action '{action}'")), "{reason}");
     }
-    for action in ["closed", "label_updated", "assigned", "edited"] {
+    for action in ["label_updated", "assigned", "edited"] {
         Delivery::gitea("pull_request", "gitea/pull-request-opened.json")
             .edit(|v| v["action"] = json!(action))
             .ignored();
     }
+}
+
+#[test]
+fn closing_and_merging_close_the_merge_request_on_every_forge() {
+    for action in ["close", "merge"] {
+        let d = Delivery::gitlab("Merge Request Hook", "gitlab/merge-request-open.json");
+        let iid = d.merge_request().iid;
+        let closed = d.edit(|v| v["object_attributes"]["action"] = json!(action));
+        assert_eq!(closed.closed(), iid);
+    }
+    let gh = Delivery::github("pull_request", "github/pull-request-opened.json");
+    let iid = gh.merge_request().iid;
+    assert_eq!(gh.edit(|v| v["action"] = json!("closed")).closed(), iid);
+    let gitea = Delivery::gitea("pull_request", "gitea/pull-request-opened.json");
+    let iid = gitea.merge_request().iid;
+    assert_eq!(gitea.edit(|v| v["action"] = json!("closed")).closed(), iid);
 }
 
 #[test]
