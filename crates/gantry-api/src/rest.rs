@@ -217,3 +217,41 @@ pub struct Actor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
 }
+
+/// `POST /api/v1/projects/{project}/triggers`: a new trigger token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerTokenCreate {
+    /// What the token is for ("nightly from the release repo"), shown in lists.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A trigger token of a project. `token` is only in the answer that created it: Gantry keeps
+/// its hash, and shows `hint` (its first characters) to tell tokens apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerToken {
+    pub id: i64,
+    pub project_id: i64,
+    pub description: String,
+    pub hint: String,
+    pub created_by: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// `POST /api/v1/projects/{project}/trigger`, as JSON. The same fields are taken as a form
+/// (`token`, `ref`, `variables[KEY]=value`, as GitLab's trigger API) or in the query string.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerRequest {
+    #[serde(default)]
+    pub token: String,
+    /// A branch or tag; the project's default branch when absent.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    #[serde(default)]
+    pub variables: std::collections::BTreeMap<String, String>,
+}

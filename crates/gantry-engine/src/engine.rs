@@ -22,6 +22,7 @@
 //! changes are also conditional in the database.
 
 mod secrets;
+mod triggers;
 mod webhooks;
 
 pub use webhooks::{HookBody, HookRequest};
@@ -73,6 +74,8 @@ pub struct EngineConfig {
 }
 
 const STRIPES: usize = 64;
+/// `CI_OPEN_MERGE_REQUESTS` names at most this many (as GitLab).
+const OPEN_MERGE_REQUESTS_LISTED: i64 = 4;
 /// A mirror's reader (open packs, caches) is closed after this long unused.
 const MIRROR_IDLE: Duration = Duration::from_secs(10);
 
@@ -501,6 +504,20 @@ impl Engine {
                 .collect(),
             ..Trigger::default()
         };
+        // A branch's open merge requests, as the forge's webhooks told (CI_OPEN_MERGE_REQUESTS;
+        // a merge request's own pipeline names itself).
+        let mut trigger = trigger;
+        if source != Source::MergeRequestEvent {
+            let open = self
+                .inner
+                .db
+                .open_merge_requests(project_id, &git_ref, OPEN_MERGE_REQUESTS_LISTED)
+                .await?;
+            trigger.context.open_merge_requests = open
+                .into_iter()
+                .map(|iid| format!("{}!{iid}", project.path))
+                .collect();
+        }
         // One trip to a blocking thread: the commit, the file, the includes and the plan.
         let this = self.clone();
         let p2 = project.clone();
@@ -551,6 +568,9 @@ impl Engine {
                 }
             };
             trigger.is_tag = m.is_tag(&ref2)?;
+            if trigger.is_tag {
+                trigger.context.open_merge_requests.clear();
+            }
             trigger.commit = commit.to_trigger(None);
             let skip = match apply {
                 Some(apply) => apply(&m, &mut trigger)?,
@@ -572,7 +592,10 @@ impl Engine {
                 }
             }
             let planned = match file {
-                Some((name, text)) => this.plan_text(&m, &name, &text, &trigger)?.into(),
+                Some((name, text)) => {
+                    trigger.context.config_path = Some(name.clone());
+                    this.plan_text(&m, &name, &text, &trigger)?.into()
+                }
                 None => Planned::Invalid(format!(
                     "no pipeline file at {} ({ref2}): add {} to the repository, or set the project's pipeline_file",
                     &sha[..sha.len().min(8)],

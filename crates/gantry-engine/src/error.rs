@@ -15,6 +15,9 @@ pub enum EngineError {
     Conflict(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// Authenticated, or holding a credential, that does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -38,6 +41,7 @@ impl EngineError {
             EngineError::BadRequest(_) => "bad_request",
             EngineError::Conflict(_) => "conflict",
             EngineError::Unauthorized(_) => "unauthorized",
+            EngineError::Forbidden(_) => "forbidden",
             EngineError::Store(e) if e.is_full() => "storage_full",
             EngineError::Store(StoreError::NotFound(_)) => "not_found",
             EngineError::Store(StoreError::Conflict(_)) => "conflict",
@@ -55,6 +59,7 @@ impl EngineError {
             EngineError::BadRequest(_) => 400,
             EngineError::Conflict(_) => 409,
             EngineError::Unauthorized(_) => 401,
+            EngineError::Forbidden(_) => 403,
             EngineError::Git(_) => 502,
             EngineError::Store(s) if s.is_full() => 507,
             EngineError::Store(StoreError::NotFound(_)) => 404,

@@ -47,6 +47,9 @@ enum Command {
     /// Jobs on the server: log (-f to follow), retry, play, cancel.
     #[command(subcommand)]
     Job(cmd::job::Command),
+    /// Pipelines for pushes to a local bare repository, with no forge: install.
+    #[command(subcommand)]
+    Hook(cmd::hook::Command),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Project(c) => cmd::project::run(c),
         Command::Pipeline(c) => cmd::pipeline::run(c),
         Command::Job(c) => cmd::job::run(c),
+        Command::Hook(c) => cmd::hook::run(c),
     };
     match result {
         Ok(code) => code,

@@ -7,10 +7,11 @@ pub mod files;
 pub mod hooks;
 pub mod logs;
 pub mod meta;
+pub mod triggers;
 
 use crate::AppState;
 use axum::Router;
-use axum::routing::{MethodRouter, get, post, put};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Map, Value, json};
 
 /// Who may call an endpoint.
@@ -31,6 +32,9 @@ pub enum Access {
     /// checks the request (GitLab's `X-Gitlab-Token`, GitHub's `X-Hub-Signature-256`,
     /// Gitea's and Forgejo's HMAC of the body).
     Webhook,
+    /// A trigger token of the project, carried in the request (`token` in the JSON body, the
+    /// form or the query string), not in a header.
+    TriggerToken,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +123,35 @@ pub const ROUTES: &[Route] = &[
         "A webhook from GitLab, GitHub, Gitea or Forgejo (forge: gitlab, github, gitea, forgejo; \
          project: its id or path): push and merge request events start pipelines",
         Some("ForgePayload"),
+    ),
+    r(
+        "POST",
+        "/api/v1/projects/{project}/triggers",
+        Admin,
+        "Make a trigger token for the project, shown this once",
+        Some("TriggerTokenCreate"),
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/triggers",
+        Admin,
+        "The project's trigger tokens (their first characters, never the tokens)",
+        None,
+    ),
+    r(
+        "DELETE",
+        "/api/v1/projects/{project}/triggers/{id}",
+        Admin,
+        "Revoke a trigger token",
+        None,
+    ),
+    r(
+        "POST",
+        "/api/v1/projects/{project}/trigger",
+        TriggerToken,
+        "Start a pipeline with a trigger token (source trigger): token, ref and variables as \
+         JSON, as a form (variables[KEY]=value) or in the query string",
+        Some("TriggerRequest"),
     ),
     r(
         "POST",
@@ -274,6 +307,10 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/projects/{project}/webhook-secret") => post(hooks::regenerate_secret),
         ("GET", "/api/v1/projects/{project}/webhook-deliveries") => get(hooks::deliveries),
         ("POST", "/api/v1/hooks/{forge}/{*project}") => post(hooks::receive),
+        ("POST", "/api/v1/projects/{project}/triggers") => post(triggers::create),
+        ("GET", "/api/v1/projects/{project}/triggers") => get(triggers::list),
+        ("DELETE", "/api/v1/projects/{project}/triggers/{id}") => delete(triggers::delete),
+        ("POST", "/api/v1/projects/{project}/trigger") => post(triggers::trigger),
         ("POST", "/api/v1/projects/{project}/pipelines") => post(api::create_pipeline),
         ("GET", "/api/v1/projects/{project}/pipelines") => get(api::project_pipelines),
         ("GET", "/api/v1/pipelines") => get(api::list_pipelines),
@@ -380,12 +417,12 @@ pub fn openapi() -> Value {
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);
         }
-        if !matches!(route.access, Public | Registration | Webhook) {
+        if !matches!(route.access, Public | Registration | Webhook | TriggerToken) {
             op["security"] = json!([{"bearer": []}]);
         }
         if let Some(body) = route.body {
             op["requestBody"] = json!({
-                "required": body != "Actor",
+                "required": !matches!(body, "Actor" | "TriggerTokenCreate"),
                 "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}}
             });
         }
@@ -415,6 +452,10 @@ pub fn openapi() -> Value {
                         "variables": {"type": "array", "items": {"type": "object", "required": ["key", "value"],
                             "properties": {"key": {"type": "string"}, "value": {"type": "string"}}}}}},
                 "Actor": {"type": "object", "properties": {"user": {"type": "string"}}},
+                "TriggerTokenCreate": {"type": "object", "properties": {"description": {"type": "string"}}},
+                "TriggerRequest": {"type": "object", "required": ["token"],
+                    "properties": {"token": {"type": "string"}, "ref": {"type": "string"},
+                        "variables": {"type": "object", "additionalProperties": {"type": "string"}}}},
                 "RegisterRequest": {"type": "object",
                     "required": ["token", "name", "run_untagged", "executor", "concurrency", "version"],
                     "properties": {"token": {"type": "string"}, "name": {"type": "string"},

@@ -192,6 +192,11 @@ impl Client {
         Ok(Client { base, token, http })
     }
 
+    /// The server's URL, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// A request to `path` (starting with `/api/v1/…`) with the token.
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let mut rb = self.http.request(method, format!("{}{path}", self.base));

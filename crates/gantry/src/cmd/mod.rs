@@ -5,6 +5,7 @@ pub mod agent;
 pub mod agents;
 pub mod client;
 pub mod config;
+pub mod hook;
 pub mod job;
 pub mod lint;
 pub mod pipeline;

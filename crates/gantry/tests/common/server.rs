@@ -605,6 +605,18 @@ impl Api {
         let r = r.header("content-type", "application/json");
         Self::finish(r.send(body.to_string()).expect("the server answers"))
     }
+
+    /// A DELETE: its status and body, whatever they are.
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        let r = self.auth(self.agent().delete(&format!("{}{path}", self.url)));
+        let mut resp = r.call().expect("the server answers");
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
 }
 
 /// One server-sent event.
