@@ -7,11 +7,14 @@
 //!   server pushes jobs and the agent streams logs and results, and the [`agent::JobPayload`]
 //!   an agent receives.
 //! - [`job`]: [`job::JobDefinition`], a planned job as the server stores it and the agent runs it.
+//! - [`access`]: project roles and token scopes.
 //! - [`status`]: job and pipeline states and failure reasons, with GitLab's names.
 
+pub mod access;
 pub mod agent;
 pub mod job;
 pub mod rest;
 pub mod status;
 
+pub use access::{Role, Scope};
 pub use status::{FailureReason, JobStatus, PipelineStatus};

@@ -255,3 +255,109 @@ pub struct TriggerRequest {
     #[serde(default)]
     pub variables: std::collections::BTreeMap<String, String>,
 }
+
+/// `POST /api/v1/users` (administrators), and `gantry admin create-user`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserCreate {
+    pub username: String,
+    pub password: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// An instance administrator.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// A user: never the password or its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub name: String,
+    pub email: String,
+    pub admin: bool,
+    pub blocked: bool,
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_login_at: Option<i64>,
+}
+
+/// `POST /api/v1/session`: sign in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Login {
+    pub username: String,
+    pub password: String,
+}
+
+/// A signed-in session. The cookie `gantry_session` carries `session` (HTTP-only); a change
+/// made with it must send `csrf_token` in the `X-CSRF-Token` header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub user: User,
+    /// The cookie's value; the HTTP layer puts it in the cookie and leaves it out of the body.
+    #[serde(default, skip_serializing)]
+    pub session: String,
+    pub csrf_token: String,
+    pub expires_at: i64,
+}
+
+/// `POST /api/v1/user/tokens`: a personal access token for the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessTokenCreate {
+    pub name: String,
+    pub scopes: Vec<crate::Scope>,
+    /// When it stops working, ms since the epoch; never when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+/// A personal access token; `token` only in the answer that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessToken {
+    pub id: i64,
+    pub name: String,
+    pub hint: String,
+    pub scopes: Vec<crate::Scope>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    pub revoked: bool,
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// A user's role in a project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub user_id: i64,
+    pub username: String,
+    pub role: crate::Role,
+    pub created_at: i64,
+}
+
+/// `POST /api/v1/projects/{project}/members`: give a user a role (or change it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSet {
+    pub username: String,
+    pub role: crate::Role,
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<i64>,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}

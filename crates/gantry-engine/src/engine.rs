@@ -21,6 +21,7 @@
 //! pipeline's lock (striped), so two events never decide the same job twice; job state
 //! changes are also conditional in the database.
 
+pub mod accounts;
 mod secrets;
 mod triggers;
 mod webhooks;
@@ -71,6 +72,8 @@ pub struct EngineConfig {
     /// The key file the keyring was read from, if any: read again when it changes (a
     /// rotation by `gantry admin rotate-key` while the server runs).
     pub secrets_key_file: Option<PathBuf>,
+    /// Audit log entries older than this are removed.
+    pub audit_retention: Duration,
 }
 
 const STRIPES: usize = 64;
@@ -108,6 +111,7 @@ struct Inner {
     triggers: Mutex<HashMap<i64, Arc<Trigger>>>,
     next_conn: AtomicU64,
     keys: secrets::Keys,
+    logins: accounts::LoginLimiter,
     admin_hash: String,
     registration_hash: String,
 }
@@ -115,9 +119,43 @@ struct Inner {
 /// What the API caller is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
+    /// The administrator's token (`DATA_DIR/admin-token`).
     Admin,
+    /// A user, by a personal access token or a browser session.
+    User(UserCaller),
     Agent(i64),
     Job(i64),
+}
+
+/// A signed-in user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCaller {
+    pub id: i64,
+    pub username: String,
+    /// An instance administrator: owner of every project.
+    pub admin: bool,
+    /// A personal access token's scopes; `None` for a browser session (everything the user
+    /// may do, with the CSRF token for changes).
+    pub scopes: Option<Vec<gantry_api::Scope>>,
+    /// The session's CSRF token (sessions only).
+    pub csrf: Option<String>,
+}
+
+impl Caller {
+    /// Who it is, for records: the user name, `admin-token`, `agent:ID`, `job:ID`.
+    pub fn name(&self) -> String {
+        match self {
+            Caller::Admin => "admin-token".into(),
+            Caller::User(u) => u.username.clone(),
+            Caller::Agent(id) => format!("agent:{id}"),
+            Caller::Job(id) => format!("job:{id}"),
+        }
+    }
+
+    /// An instance administrator (the token, or an administrator user).
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Caller::Admin) || matches!(self, Caller::User(u) if u.admin)
+    }
 }
 
 impl Engine {
@@ -147,11 +185,22 @@ impl Engine {
                 triggers: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
                 keys,
+                logins: accounts::LoginLimiter::default(),
                 admin_hash: hash_token(admin_token),
                 registration_hash: hash_token(registration_token),
             }),
         };
         engine.recover().await?;
+        let pruner = engine.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                if let Err(e) = pruner.prune_audit_log().await {
+                    tracing::warn!("pruning the audit log: {e}");
+                }
+            }
+        });
         let ticker = engine.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_millis(250));
@@ -293,6 +342,9 @@ impl Engine {
             && j.status == JobStatus::Running
         {
             return Ok(Some(Caller::Job(j.id)));
+        }
+        if token.starts_with("gpat_") {
+            return self.authenticate_access_token(token).await;
         }
         Ok(None)
     }

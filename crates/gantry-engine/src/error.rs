@@ -18,6 +18,9 @@ pub enum EngineError {
     /// Authenticated, or holding a credential, that does not allow this.
     #[error("{0}")]
     Forbidden(String),
+    /// Too many attempts (failed sign-ins): wait.
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -42,6 +45,7 @@ impl EngineError {
             EngineError::Conflict(_) => "conflict",
             EngineError::Unauthorized(_) => "unauthorized",
             EngineError::Forbidden(_) => "forbidden",
+            EngineError::TooManyRequests(_) => "too_many_requests",
             EngineError::Store(e) if e.is_full() => "storage_full",
             EngineError::Store(StoreError::NotFound(_)) => "not_found",
             EngineError::Store(StoreError::Conflict(_)) => "conflict",
@@ -60,6 +64,7 @@ impl EngineError {
             EngineError::Conflict(_) => 409,
             EngineError::Unauthorized(_) => 401,
             EngineError::Forbidden(_) => 403,
+            EngineError::TooManyRequests(_) => 429,
             EngineError::Git(_) => 502,
             EngineError::Store(s) if s.is_full() => 507,
             EngineError::Store(StoreError::NotFound(_)) => 404,

@@ -22,5 +22,5 @@ pub mod forge;
 pub mod git;
 pub mod token;
 
-pub use engine::{Caller, Engine, EngineConfig};
+pub use engine::{Caller, Engine, EngineConfig, UserCaller};
 pub use error::{EngineError, Result};

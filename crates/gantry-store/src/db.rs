@@ -13,8 +13,10 @@
 //! crash of the process (`kill -9`), which is what the server promises; surviving a power cut
 //! is PostgreSQL's job in real deployments.
 
+mod accounts;
 mod triggers;
 
+pub use accounts::{AuditEntry, AuditRow, MemberRow, NewUser, SessionRow, TokenRow, UserRow};
 pub use triggers::{MergeRequestState, TriggerTokenRow};
 
 use crate::secrets::{Keyring, is_sealed};
@@ -55,6 +57,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "triggers",
         include_str!("../migrations/sqlite/0005_triggers.sql"),
     ),
+    (
+        6,
+        "accounts",
+        include_str!("../migrations/sqlite/0006_accounts.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -71,6 +78,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "triggers",
         include_str!("../migrations/postgres/0005_triggers.sql"),
+    ),
+    (
+        6,
+        "accounts",
+        include_str!("../migrations/postgres/0006_accounts.sql"),
     ),
 ];
 

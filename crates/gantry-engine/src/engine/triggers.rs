@@ -5,7 +5,7 @@
 //! and its first characters to tell tokens apart. A token only ever starts pipelines of its
 //! own project, as the user who made it.
 
-use super::Engine;
+use super::{Caller, Engine};
 use crate::error::{EngineError, Result};
 use crate::token::{hash_token, new_token};
 use gantry_api::rest::{self, KeyValue, PipelineCreate, TriggerRequest, TriggerTokenCreate};
@@ -24,8 +24,12 @@ impl Engine {
         &self,
         project: &str,
         req: TriggerTokenCreate,
-        user: &str,
+        caller: &Caller,
     ) -> Result<rest::TriggerToken> {
+        let user = match caller {
+            Caller::User(u) => u.username.clone(),
+            _ => "admin".to_string(),
+        };
         let p = self.find_project_row(project).await?;
         let description = req.description.trim();
         if description.len() > MAX_DESCRIPTION || description.chars().any(char::is_control) {
@@ -38,9 +42,17 @@ impl Engine {
         let id = self
             .inner
             .db
-            .insert_trigger_token(p.id, description, &hash_token(&token), &hint, user)
+            .insert_trigger_token(p.id, description, &hash_token(&token), &hint, &user)
             .await?;
         tracing::info!(project = %p.path, id, %hint, "trigger token made");
+        self.audit(
+            caller,
+            "trigger.create",
+            Some(p.id),
+            &format!("trigger token {id} ({hint})"),
+            None,
+        )
+        .await;
         let row = self
             .inner
             .db
@@ -63,7 +75,12 @@ impl Engine {
     }
 
     /// Revokes a trigger token: it starts nothing from now on.
-    pub async fn delete_trigger_token(&self, project: &str, id: i64) -> Result<()> {
+    pub async fn delete_trigger_token(
+        &self,
+        project: &str,
+        id: i64,
+        caller: &Caller,
+    ) -> Result<()> {
         let p = self.find_project_row(project).await?;
         if !self.inner.db.delete_trigger_token(p.id, id).await? {
             return Err(EngineError::not_found(format!(
@@ -72,6 +89,14 @@ impl Engine {
             )));
         }
         tracing::info!(project = %p.path, id, "trigger token revoked");
+        self.audit(
+            caller,
+            "trigger.revoke",
+            Some(p.id),
+            &format!("trigger token {id}"),
+            None,
+        )
+        .await;
         Ok(())
     }
 

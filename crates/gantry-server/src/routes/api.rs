@@ -1,7 +1,7 @@
 //! Projects, pipelines, jobs and agents: the REST documents of `gantry_api::rest`.
 
 use crate::AppState;
-use crate::auth::Admin;
+use crate::auth::Auth;
 use crate::error::ApiResult;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -24,27 +24,28 @@ impl PageQuery {
     }
 }
 
+/// Any user may register a project, and becomes its owner.
 pub async fn create_project(
-    _: Admin,
     State(s): State<AppState>,
+    Auth(caller): Auth,
     Json(req): Json<ProjectCreate>,
 ) -> ApiResult<(StatusCode, Json<Project>)> {
     Ok((
         StatusCode::CREATED,
-        Json(s.engine.create_project(req).await?),
+        Json(s.engine.create_project_as(req, &caller).await?),
     ))
 }
 
+/// The projects the caller is a member of (all of them for administrators).
 pub async fn list_projects(
-    _: Admin,
     State(s): State<AppState>,
+    Auth(caller): Auth,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Page<Project>>> {
-    Ok(Json(s.engine.projects(q.req()).await?))
+    Ok(Json(s.engine.projects_for(&caller, q.req()).await?))
 }
 
 pub async fn get_project(
-    _: Admin,
     State(s): State<AppState>,
     Path(key): Path<String>,
 ) -> ApiResult<Json<Project>> {
@@ -53,20 +54,19 @@ pub async fn get_project(
 }
 
 pub async fn create_pipeline(
-    _: Admin,
     State(s): State<AppState>,
+    Auth(caller): Auth,
     Path(key): Path<String>,
     Json(req): Json<PipelineCreate>,
 ) -> ApiResult<(StatusCode, Json<Pipeline>)> {
     let p = s
         .engine
-        .create_pipeline(&key, req, Source::Api, "admin")
+        .create_pipeline(&key, req, Source::Api, &user_name(&caller))
         .await?;
     Ok((StatusCode::CREATED, Json(p)))
 }
 
 pub async fn project_pipelines(
-    _: Admin,
     State(s): State<AppState>,
     Path(key): Path<String>,
     Query(q): Query<PageQuery>,
@@ -76,7 +76,6 @@ pub async fn project_pipelines(
 }
 
 pub async fn list_pipelines(
-    _: Admin,
     State(s): State<AppState>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Page<Pipeline>>> {
@@ -84,7 +83,6 @@ pub async fn list_pipelines(
 }
 
 pub async fn get_pipeline(
-    _: Admin,
     State(s): State<AppState>,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Pipeline>> {
@@ -92,7 +90,6 @@ pub async fn get_pipeline(
 }
 
 pub async fn cancel_pipeline(
-    _: Admin,
     State(s): State<AppState>,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Pipeline>> {
@@ -100,7 +97,6 @@ pub async fn cancel_pipeline(
 }
 
 pub async fn retry_pipeline(
-    _: Admin,
     State(s): State<AppState>,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Pipeline>> {
@@ -108,7 +104,6 @@ pub async fn retry_pipeline(
 }
 
 pub async fn pipeline_jobs(
-    _: Admin,
     State(s): State<AppState>,
     Path(id): Path<i64>,
     Query(q): Query<PageQuery>,
@@ -116,44 +111,57 @@ pub async fn pipeline_jobs(
     Ok(Json(s.engine.jobs(id, q.req()).await?))
 }
 
-pub async fn get_job(
-    _: Admin,
-    State(s): State<AppState>,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<Job>> {
+pub async fn get_job(State(s): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Job>> {
     Ok(Json(s.engine.job(id).await?))
 }
 
 pub async fn retry_job(
-    _: Admin,
     State(s): State<AppState>,
     Path(id): Path<i64>,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     Ok((StatusCode::CREATED, Json(s.engine.retry_job(id).await?)))
 }
 
+/// The administrator's token may say whom it plays for (`{"user": …}`); a user plays as
+/// themselves.
 pub async fn play_job(
-    _: Admin,
     State(s): State<AppState>,
+    Auth(caller): Auth,
     Path(id): Path<i64>,
     body: Option<Json<Actor>>,
 ) -> ApiResult<Json<Job>> {
-    let user = body
-        .and_then(|b| b.0.user)
-        .unwrap_or_else(|| "admin".to_string());
-    Ok(Json(s.engine.play_job(id, &user).await?))
+    let user = match (&caller, body.and_then(|b| b.0.user)) {
+        (gantry_engine::Caller::Admin, Some(named)) => named,
+        _ => user_name(&caller),
+    };
+    let job = s.engine.play_job(id, &user).await?;
+    let project = s.engine.project_of_job(id).await.ok();
+    s.engine
+        .audit(
+            &caller,
+            "job.play",
+            project,
+            &format!("job {id} ({})", job.name),
+            None,
+        )
+        .await;
+    Ok(Json(job))
 }
 
-pub async fn cancel_job(
-    _: Admin,
-    State(s): State<AppState>,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<Job>> {
+/// Who a pipeline or a played job is for: the user name; `admin` for the administrator's
+/// token.
+fn user_name(caller: &gantry_engine::Caller) -> String {
+    match caller {
+        gantry_engine::Caller::User(u) => u.username.clone(),
+        _ => "admin".to_string(),
+    }
+}
+
+pub async fn cancel_job(State(s): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Job>> {
     Ok(Json(s.engine.cancel_job(id).await?))
 }
 
 pub async fn list_agents(
-    _: Admin,
     State(s): State<AppState>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Page<Agent>>> {

@@ -17,7 +17,7 @@ use gantry_store::db::JobRow;
 async fn job_for(s: &AppState, caller: &Caller, id: i64, same_pipeline: bool) -> ApiResult<JobRow> {
     let job = s.engine.job_row(id).await?;
     match caller {
-        Caller::Admin => Ok(job),
+        c if c.is_admin() => Ok(job),
         Caller::Job(me) if *me == id => Ok(job),
         Caller::Job(me) if same_pipeline => {
             let mine = s.engine.job_row(*me).await?;

@@ -3,7 +3,7 @@
 //! secret, the deliveries received.
 
 use crate::AppState;
-use crate::auth::Admin;
+use crate::auth::Auth;
 use crate::error::{ApiResult, HttpError};
 use crate::routes::api::PageQuery;
 use axum::Json;
@@ -74,15 +74,25 @@ async fn read_limited(body: Body, announced: usize) -> ApiResult<Result<Vec<u8>,
 }
 
 pub async fn regenerate_secret(
-    _: Admin,
     State(s): State<AppState>,
+    Auth(caller): Auth,
     Path(project): Path<String>,
 ) -> ApiResult<Json<WebhookSecret>> {
-    Ok(Json(s.engine.regenerate_webhook_secret(&project).await?))
+    let secret = s.engine.regenerate_webhook_secret(&project).await?;
+    let id = s.engine.find_project(&project).await.ok();
+    s.engine
+        .audit(
+            &caller,
+            "webhook_secret.replace",
+            id,
+            &format!("project {project}"),
+            None,
+        )
+        .await;
+    Ok(Json(secret))
 }
 
 pub async fn deliveries(
-    _: Admin,
     State(s): State<AppState>,
     Path(project): Path<String>,
     Query(q): Query<PageQuery>,

@@ -1,6 +1,7 @@
 //! The route table: every endpoint once, with who may call it. The router and the OpenAPI
 //! document are both made from it.
 
+pub mod accounts;
 pub mod agent_ws;
 pub mod api;
 pub mod files;
@@ -12,15 +13,26 @@ pub mod triggers;
 use crate::AppState;
 use axum::Router;
 use axum::routing::{MethodRouter, delete, get, post, put};
+use gantry_api::Role;
 use serde_json::{Map, Value, json};
 
-/// Who may call an endpoint.
+/// Who may call an endpoint. [`crate::auth::authorize`] enforces it for every route before
+/// the handler runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Nobody needs a token (health, the API's own description).
+    /// Nobody needs a token (health, the API's own description, signing in).
     Public,
-    /// The administrator's token.
+    /// An instance administrator: the administrator's token or an administrator user.
     Admin,
+    /// Any user (a session or a personal access token) or the administrator's token; what
+    /// it shows depends on who asks (the projects one is a member of).
+    Signed,
+    /// A user's own things (their tokens, their session): a session or a personal access
+    /// token, not the administrator's token.
+    User,
+    /// At least this role in the project the path names (`{project}`, or the project of the
+    /// pipeline or job `{id}`); administrators are owners everywhere. Non-members get 404.
+    Project(Role),
     /// The registration token, in the body.
     Registration,
     /// An agent's token.
@@ -89,30 +101,103 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         "POST",
-        "/api/v1/projects",
+        "/api/v1/session",
+        Public,
+        "Sign in with a user name and password: a session cookie (HTTP-only) and its CSRF token",
+        Some("Login"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/session",
+        User,
+        "Sign out: the session ends",
+        None,
+    ),
+    r("GET", "/api/v1/user", User, "The signed-in user", None),
+    r(
+        "GET",
+        "/api/v1/user/tokens",
+        User,
+        "The user's personal access tokens (never the tokens)",
+        None,
+    ),
+    r(
+        "POST",
+        "/api/v1/user/tokens",
+        User,
+        "Make a personal access token (scopes api, read_api, read_registry, write_registry; \
+         an expiry), shown this once",
+        Some("AccessTokenCreate"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/user/tokens/{id}",
+        User,
+        "Revoke one of the user's personal access tokens",
+        None,
+    ),
+    r("GET", "/api/v1/users", Admin, "All users", None),
+    r(
+        "POST",
+        "/api/v1/users",
         Admin,
+        "Make a local user (Argon2id password)",
+        Some("UserCreate"),
+    ),
+    r(
+        "GET",
+        "/api/v1/audit-log",
+        Admin,
+        "Who did what and when, newest first: sign-ins, tokens, members, manual jobs, settings",
+        None,
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/members",
+        Project(Role::Guest),
+        "The project's members and their roles",
+        None,
+    ),
+    r(
+        "POST",
+        "/api/v1/projects/{project}/members",
+        Project(Role::Maintainer),
+        "Give a user a role in the project, or change it (only owners give or take owner)",
+        Some("MemberSet"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/projects/{project}/members/{username}",
+        Project(Role::Maintainer),
+        "Take a user's role in the project away",
+        None,
+    ),
+    r(
+        "POST",
+        "/api/v1/projects",
+        Signed,
         "Register a project (git URL, credentials, default branch, pipeline file)",
         Some("ProjectCreate"),
     ),
-    r("GET", "/api/v1/projects", Admin, "List projects", None),
+    r("GET", "/api/v1/projects", Signed, "List projects", None),
     r(
         "GET",
         "/api/v1/projects/{project}",
-        Admin,
+        Project(Role::Guest),
         "A project, by id or URL-encoded path",
         None,
     ),
     r(
         "POST",
         "/api/v1/projects/{project}/webhook-secret",
-        Admin,
+        Project(Role::Maintainer),
         "Give the project a new webhook secret, shown this once (the old one stops working)",
         None,
     ),
     r(
         "GET",
         "/api/v1/projects/{project}/webhook-deliveries",
-        Admin,
+        Project(Role::Maintainer),
         "The project's webhook deliveries, newest first: status, outcome, pipeline, error",
         None,
     ),
@@ -127,21 +212,21 @@ pub const ROUTES: &[Route] = &[
     r(
         "POST",
         "/api/v1/projects/{project}/triggers",
-        Admin,
+        Project(Role::Maintainer),
         "Make a trigger token for the project, shown this once",
         Some("TriggerTokenCreate"),
     ),
     r(
         "GET",
         "/api/v1/projects/{project}/triggers",
-        Admin,
+        Project(Role::Maintainer),
         "The project's trigger tokens (their first characters, never the tokens)",
         None,
     ),
     r(
         "DELETE",
         "/api/v1/projects/{project}/triggers/{id}",
-        Admin,
+        Project(Role::Maintainer),
         "Revoke a trigger token",
         None,
     ),
@@ -156,14 +241,14 @@ pub const ROUTES: &[Route] = &[
     r(
         "POST",
         "/api/v1/projects/{project}/pipelines",
-        Admin,
+        Project(Role::Developer),
         "Create a pipeline for a ref or commit, with variables",
         Some("PipelineCreate"),
     ),
     r(
         "GET",
         "/api/v1/projects/{project}/pipelines",
-        Admin,
+        Project(Role::Reporter),
         "A project's pipelines, newest first",
         None,
     ),
@@ -177,64 +262,70 @@ pub const ROUTES: &[Route] = &[
     r(
         "GET",
         "/api/v1/pipelines/{id}",
-        Admin,
+        Project(Role::Reporter),
         "A pipeline with its jobs (every attempt)",
         None,
     ),
     r(
         "POST",
         "/api/v1/pipelines/{id}/cancel",
-        Admin,
+        Project(Role::Developer),
         "Cancel every unfinished job",
         None,
     ),
     r(
         "POST",
         "/api/v1/pipelines/{id}/retry",
-        Admin,
+        Project(Role::Developer),
         "Retry the failed, canceled and skipped jobs",
         None,
     ),
     r(
         "GET",
         "/api/v1/pipelines/{id}/jobs",
-        Admin,
+        Project(Role::Reporter),
         "A pipeline's jobs",
         None,
     ),
-    r("GET", "/api/v1/jobs/{id}", Admin, "A job", None),
+    r(
+        "GET",
+        "/api/v1/jobs/{id}",
+        Project(Role::Reporter),
+        "A job",
+        None,
+    ),
     r(
         "POST",
         "/api/v1/jobs/{id}/retry",
-        Admin,
+        Project(Role::Developer),
         "Run a finished job again as a new attempt",
         None,
     ),
     r(
         "POST",
         "/api/v1/jobs/{id}/play",
-        Admin,
+        Project(Role::Developer),
         "Play a manual job",
         Some("Actor"),
     ),
     r(
         "POST",
         "/api/v1/jobs/{id}/cancel",
-        Admin,
+        Project(Role::Developer),
         "Cancel a job",
         None,
     ),
     r(
         "GET",
         "/api/v1/jobs/{id}/log",
-        Admin,
+        Project(Role::Reporter),
         "The job's log, whole or by byte range (Range: bytes=a-b)",
         None,
     ),
     r(
         "GET",
         "/api/v1/jobs/{id}/log/stream",
-        Admin,
+        Project(Role::Reporter),
         "The job's log live, as server-sent events; resumes from Last-Event-ID",
         None,
     ),
@@ -301,6 +392,20 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/healthz") => get(meta::healthz),
         ("GET", "/metrics") => get(meta::metrics),
         ("GET", "/api/v1/openapi.json") => get(meta::openapi),
+        ("POST", "/api/v1/session") => post(accounts::login),
+        ("DELETE", "/api/v1/session") => delete(accounts::logout),
+        ("GET", "/api/v1/user") => get(accounts::me),
+        ("GET", "/api/v1/user/tokens") => get(accounts::tokens),
+        ("POST", "/api/v1/user/tokens") => post(accounts::create_token),
+        ("DELETE", "/api/v1/user/tokens/{id}") => delete(accounts::revoke_token),
+        ("GET", "/api/v1/users") => get(accounts::users),
+        ("POST", "/api/v1/users") => post(accounts::create_user),
+        ("GET", "/api/v1/audit-log") => get(accounts::audit_log),
+        ("GET", "/api/v1/projects/{project}/members") => get(accounts::members),
+        ("POST", "/api/v1/projects/{project}/members") => post(accounts::set_member),
+        ("DELETE", "/api/v1/projects/{project}/members/{username}") => {
+            delete(accounts::remove_member)
+        }
         ("POST", "/api/v1/projects") => post(api::create_project),
         ("GET", "/api/v1/projects") => get(api::list_projects),
         ("GET", "/api/v1/projects/{project}") => get(api::get_project),
@@ -372,7 +477,11 @@ pub(crate) fn stream_reader(
 pub fn router(state: AppState) -> Router {
     let mut by_path: Vec<(&str, MethodRouter<AppState>)> = Vec::new();
     for route in ROUTES {
-        let h = handler(route.method, route.path);
+        let h = handler(route.method, route.path).route_layer(
+            axum::middleware::from_fn_with_state(state.clone(), move |st, req, next| {
+                crate::auth::authorize(st, route, req, next)
+            }),
+        );
         match by_path.iter_mut().find(|(p, _)| *p == route.path) {
             Some((_, mr)) => *mr = std::mem::take(mr).merge(h),
             None => by_path.push((route.path, h)),
@@ -391,6 +500,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// How the OpenAPI document names an access: `admin`, `signed`, `project:developer`, ….
+pub fn access_name(a: Access) -> String {
+    match a {
+        Project(role) => format!("project:{role}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
 /// The OpenAPI 3.1 document of [`ROUTES`].
 pub fn openapi() -> Value {
     let mut paths = Map::new();
@@ -405,7 +522,7 @@ pub fn openapi() -> Value {
         let mut op = json!({
             "summary": route.summary,
             "operationId": format!("{} {}", route.method.to_lowercase(), path),
-            "x-access": format!("{:?}", route.access).to_lowercase(),
+            "x-access": access_name(route.access),
             "responses": {
                 "default": {
                     "description": "an error",
@@ -418,6 +535,7 @@ pub fn openapi() -> Value {
             op["parameters"] = Value::Array(params);
         }
         if !matches!(route.access, Public | Registration | Webhook | TriggerToken) {
+            // A session cookie works too (with X-CSRF-Token for changes).
             op["security"] = json!([{"bearer": []}]);
         }
         if let Some(body) = route.body {
@@ -453,6 +571,19 @@ pub fn openapi() -> Value {
                             "properties": {"key": {"type": "string"}, "value": {"type": "string"}}}}}},
                 "Actor": {"type": "object", "properties": {"user": {"type": "string"}}},
                 "TriggerTokenCreate": {"type": "object", "properties": {"description": {"type": "string"}}},
+                "Login": {"type": "object", "required": ["username", "password"],
+                    "properties": {"username": {"type": "string"}, "password": {"type": "string"}}},
+                "UserCreate": {"type": "object", "required": ["username", "password"],
+                    "properties": {"username": {"type": "string"}, "password": {"type": "string"},
+                        "name": {"type": "string"}, "email": {"type": "string"}, "admin": {"type": "boolean"}}},
+                "AccessTokenCreate": {"type": "object", "required": ["name", "scopes"],
+                    "properties": {"name": {"type": "string"},
+                        "scopes": {"type": "array", "items": {"type": "string",
+                            "enum": ["api", "read_api", "read_registry", "write_registry"]}},
+                        "expires_at": {"type": "integer", "description": "ms since the Unix epoch"}}},
+                "MemberSet": {"type": "object", "required": ["username", "role"],
+                    "properties": {"username": {"type": "string"},
+                        "role": {"type": "string", "enum": ["guest", "reporter", "developer", "maintainer", "owner"]}}},
                 "TriggerRequest": {"type": "object", "required": ["token"],
                     "properties": {"token": {"type": "string"}, "ref": {"type": "string"},
                         "variables": {"type": "object", "additionalProperties": {"type": "string"}}}},

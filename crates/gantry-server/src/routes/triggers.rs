@@ -3,7 +3,7 @@
 //! `token=…`, `ref=…`, `variables[KEY]=value`, what `curl -F` sends), or in the query string.
 
 use crate::AppState;
-use crate::auth::Admin;
+use crate::auth::Auth;
 use crate::error::{ApiResult, HttpError};
 use axum::Json;
 use axum::body::Bytes;
@@ -12,21 +12,20 @@ use axum::http::{StatusCode, header};
 use gantry_api::rest::{Pipeline, TriggerRequest, TriggerToken, TriggerTokenCreate};
 
 pub async fn create(
-    _: Admin,
     State(s): State<AppState>,
+    Auth(caller): Auth,
     Path(project): Path<String>,
     body: Option<Json<TriggerTokenCreate>>,
 ) -> ApiResult<(StatusCode, Json<TriggerToken>)> {
     let req = body.map(|Json(b)| b).unwrap_or_default();
     let token = s
         .engine
-        .create_trigger_token(&project, req, "admin")
+        .create_trigger_token(&project, req, &caller)
         .await?;
     Ok((StatusCode::CREATED, Json(token)))
 }
 
 pub async fn list(
-    _: Admin,
     State(s): State<AppState>,
     Path(project): Path<String>,
 ) -> ApiResult<Json<Vec<TriggerToken>>> {
@@ -34,11 +33,11 @@ pub async fn list(
 }
 
 pub async fn delete(
-    _: Admin,
     State(s): State<AppState>,
+    Auth(caller): Auth,
     Path((project, id)): Path<(String, i64)>,
 ) -> ApiResult<StatusCode> {
-    s.engine.delete_trigger_token(&project, id).await?;
+    s.engine.delete_trigger_token(&project, id, &caller).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

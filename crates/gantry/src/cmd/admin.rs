@@ -14,6 +14,34 @@ pub enum Command {
     /// it (in one transaction). Old keys stay in the file; a running server picks up the new
     /// key by itself.
     RotateKey(RotateArgs),
+    /// Make a local user in the server's database (the first administrator: --admin). The
+    /// password comes from --password-file, --password-env, or standard input; never from
+    /// the command line.
+    CreateUser(CreateUserArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CreateUserArgs {
+    pub username: String,
+    /// An instance administrator (owner of every project).
+    #[arg(long)]
+    pub admin: bool,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub email: Option<String>,
+    /// A file holding the password.
+    #[arg(long, value_name = "FILE", conflicts_with = "password_env")]
+    pub password_file: Option<PathBuf>,
+    /// The environment variable holding the password.
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
+    /// The server's data directory [default: $XDG_DATA_HOME/gantry or ~/.local/share/gantry].
+    #[arg(long, env = "GANTRY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's database, when it is not the data directory's SQLite file.
+    #[arg(long, env = "GANTRY_DATABASE_URL")]
+    pub database_url: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -31,15 +59,79 @@ pub struct RotateArgs {
 }
 
 pub fn run(c: Command) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     match c {
-        Command::RotateKey(a) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            rt.block_on(rotate_key(a))
-        }
+        Command::RotateKey(a) => rt.block_on(rotate_key(a)),
+        Command::CreateUser(a) => rt.block_on(create_user(a)),
     }
+}
+
+/// The server's database, from its data directory or URL.
+async fn open_db(data: &std::path::Path, url: Option<&str>) -> Result<Db> {
+    let db_url = url
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("sqlite://{}", data.join("gantry.db").display()));
+    if url.is_none() && !data.join("gantry.db").exists() {
+        bail!(
+            "{} has no gantry.db: start the server once, or give its data directory \
+             (--data-dir) or database (--database-url)",
+            data.display()
+        );
+    }
+    Db::connect(&db_url)
+        .await
+        .with_context(|| format!("opening the database {}", redact(&db_url)))
+}
+
+async fn create_user(a: CreateUserArgs) -> Result<ExitCode> {
+    use gantry_engine::engine::accounts::{check_password, check_username, hash_password};
+    check_username(&a.username)?;
+    let password = match (&a.password_file, &a.password_env) {
+        (Some(f), _) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading the password from {}", f.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string(),
+        (None, Some(var)) => std::env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .with_context(|| format!("--password-env {var}: the variable is not set"))?,
+        (None, None) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            line.trim_end_matches(['\n', '\r']).to_string()
+        }
+    };
+    check_password(&password)?;
+    let data = a.data_dir.clone().unwrap_or_else(default_data_dir);
+    let db = open_db(&data, a.database_url.as_deref()).await?;
+    let hash = hash_password(&password)?;
+    let id = db
+        .insert_user(&gantry_store::db::NewUser {
+            username: a.username.clone(),
+            name: a.name.clone().unwrap_or_else(|| a.username.clone()),
+            email: a.email.clone().unwrap_or_default(),
+            password_hash: hash,
+            is_admin: a.admin,
+        })
+        .await
+        .with_context(|| format!("making user {}", a.username))?;
+    db.audit(&gantry_store::db::AuditEntry {
+        actor: "gantry admin create-user".into(),
+        action: "user.create".into(),
+        target: format!("user {}", a.username),
+        details: Some(serde_json::json!({"admin": a.admin}).to_string()),
+        ..Default::default()
+    })
+    .await?;
+    db.close().await;
+    let what = if a.admin { "administrator" } else { "user" };
+    println!("{what} {} made (id {id})", a.username);
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn rotate_key(a: RotateArgs) -> Result<ExitCode> {

@@ -57,6 +57,9 @@ pub struct Args {
     /// set, else DATA_DIR/secrets.key, made at first start].
     #[arg(long, env = "GANTRY_SECRETS_KEY_FILE")]
     pub secrets_key_file: Option<PathBuf>,
+    /// Days the audit log keeps its entries.
+    #[arg(long, default_value_t = 365, env = "GANTRY_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: u64,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -172,6 +175,7 @@ async fn serve(args: Args) -> Result<ExitCode> {
         heartbeat: Duration::from_secs(args.heartbeat.max(1)),
         keyring: Arc::new(keyring),
         secrets_key_file: key_file,
+        audit_retention: Duration::from_secs(args.audit_retention_days.max(1) * 86_400),
     };
     let engine = Engine::start(config, db, logs, blobs, &admin, &registration)
         .await
