@@ -417,7 +417,8 @@ fn a_full_disk_fails_writes_clearly_and_the_store_stays_consistent() {
                 .get(&format!("/api/v1/projects/{project}/pipelines"))
                 .unwrap();
             for p in list["items"].as_array().unwrap() {
-                if p["status"] != "success" {
+                // The pipeline made before (whose log waits for room) is checked below.
+                if p["status"] != "success" && Some(id(p)) != during {
                     assert_eq!(p["status"], "failed", "{name}: {p:#}");
                     let errors = p["errors"].as_str().unwrap_or_default();
                     assert!(errors.contains("disk is full"), "{name}: {p:#}");
