@@ -22,6 +22,9 @@ use sqlx::{AnyPool, AssertSqlSafe, Row};
 use std::borrow::Cow;
 use std::time::Duration;
 
+mod triggers;
+pub use triggers::{NewSchedule, PollingRow, ScheduleRow, ScheduleUpdate};
+
 /// Which engine a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -46,6 +49,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhooks",
         include_str!("../migrations/sqlite/0002_webhooks.sql"),
     ),
+    (
+        3,
+        "schedules",
+        include_str!("../migrations/sqlite/0003_schedules.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -57,6 +65,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "webhooks",
         include_str!("../migrations/postgres/0002_webhooks.sql"),
+    ),
+    (
+        3,
+        "schedules",
+        include_str!("../migrations/postgres/0003_schedules.sql"),
     ),
 ];
 
