@@ -172,6 +172,7 @@ async fn serve(args: Args) -> Result<ExitCode> {
         heartbeat: Duration::from_secs(args.heartbeat.max(1)),
         keyring: Arc::new(keyring),
         secrets_key_file: key_file,
+        clock: gantry_engine::Clock::System,
     };
     let engine = Engine::start(config, db, logs, blobs, &admin, &registration)
         .await
