@@ -1,0 +1,108 @@
+//! A project's cron schedules (list, create, change, delete, run now) and its polling
+//! settings: the triggers that start pipelines without an event from outside.
+
+use crate::AppState;
+use crate::auth::Admin;
+use crate::error::ApiResult;
+use crate::routes::api::PageQuery;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use gantry_api::rest::{
+    Page, Pipeline, Polling, PollingUpdate, Schedule, ScheduleCreate, ScheduleUpdate,
+};
+use serde_json::{Value, json};
+
+pub async fn list(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(project): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Page<Schedule>>> {
+    Ok(Json(s.engine.schedules(&project, q.req()).await?))
+}
+
+pub async fn create(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(project): Path<String>,
+    Json(req): Json<ScheduleCreate>,
+) -> ApiResult<(StatusCode, Json<Schedule>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.engine.create_schedule(&project, req).await?),
+    ))
+}
+
+pub async fn get(
+    _: Admin,
+    State(s): State<AppState>,
+    Path((project, id)): Path<(String, i64)>,
+) -> ApiResult<Json<Schedule>> {
+    Ok(Json(s.engine.schedule(&project, id).await?))
+}
+
+pub async fn update(
+    _: Admin,
+    State(s): State<AppState>,
+    Path((project, id)): Path<(String, i64)>,
+    Json(req): Json<ScheduleUpdate>,
+) -> ApiResult<Json<Schedule>> {
+    Ok(Json(s.engine.update_schedule(&project, id, req).await?))
+}
+
+pub async fn delete(
+    _: Admin,
+    State(s): State<AppState>,
+    Path((project, id)): Path<(String, i64)>,
+) -> ApiResult<StatusCode> {
+    s.engine.delete_schedule(&project, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn play(
+    _: Admin,
+    State(s): State<AppState>,
+    Path((project, id)): Path<(String, i64)>,
+) -> ApiResult<(StatusCode, Json<Pipeline>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.engine.play_schedule(&project, id).await?),
+    ))
+}
+
+pub async fn get_polling(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(project): Path<String>,
+) -> ApiResult<Json<Polling>> {
+    Ok(Json(s.engine.polling(&project).await?))
+}
+
+pub async fn set_polling(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(project): Path<String>,
+    Json(req): Json<PollingUpdate>,
+) -> ApiResult<Json<Polling>> {
+    Ok(Json(s.engine.set_polling(&project, req.interval_secs).await?))
+}
+
+/// The OpenAPI schemas of the bodies above.
+pub fn schemas() -> Value {
+    let vars = json!({"type": "array", "items": {"type": "object", "required": ["key", "value"],
+        "properties": {"key": {"type": "string"}, "value": {"type": "string"}}}});
+    json!({
+        "ScheduleCreate": {"type": "object", "required": ["description", "cron"],
+            "properties": {"description": {"type": "string"},
+                "cron": {"type": "string", "description": "5 fields: minute hour day-of-month month day-of-week"},
+                "time_zone": {"type": "string", "description": "IANA name, UTC when absent"},
+                "ref": {"type": "string"}, "variables": vars, "active": {"type": "boolean"}}},
+        "ScheduleUpdate": {"type": "object",
+            "properties": {"description": {"type": "string"}, "cron": {"type": "string"},
+                "time_zone": {"type": "string"}, "ref": {"type": "string"}, "variables": vars,
+                "active": {"type": "boolean"}}},
+        "PollingUpdate": {"type": "object",
+            "properties": {"interval_secs": {"type": ["integer", "null"], "minimum": 1}}},
+    })
+}
