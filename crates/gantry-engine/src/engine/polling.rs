@@ -85,7 +85,11 @@ enum Outcome {
 impl Engine {
     /// Sets a project's polling interval (`None`: no polling). The next poll is due at once;
     /// the first one only records the remote's heads.
-    pub async fn set_polling(&self, project: &str, interval_secs: Option<i64>) -> Result<rest::Polling> {
+    pub async fn set_polling(
+        &self,
+        project: &str,
+        interval_secs: Option<i64>,
+    ) -> Result<rest::Polling> {
         let p = self.find_project_row(project).await?;
         if let Some(secs) = interval_secs {
             check_interval(secs)?;
@@ -153,7 +157,10 @@ impl Engine {
             let this = self.clone();
             tokio::spawn(async move {
                 let Some(_slot) = this.inner.polls.take(row.project_id) else {
-                    tracing::info!(project = row.project_id, "poll skipped: the last one still runs");
+                    tracing::info!(
+                        project = row.project_id,
+                        "poll skipped: the last one still runs"
+                    );
                     return;
                 };
                 let result = this.poll(row.project_id, row.primed).await;
@@ -178,8 +185,13 @@ impl Engine {
     /// stops it (what was recorded stays; the rest is tried again next time).
     async fn poll(&self, project_id: i64, primed: bool) -> Result<()> {
         let p = self.project_row(project_id).await?;
-        let seen: BTreeMap<String, String> =
-            self.inner.db.polled_refs(project_id).await?.into_iter().collect();
+        let seen: BTreeMap<String, String> = self
+            .inner
+            .db
+            .polled_refs(project_id)
+            .await?
+            .into_iter()
+            .collect();
         let this = self.clone();
         let p2 = p.clone();
         let seen2 = seen.clone();
@@ -206,7 +218,10 @@ impl Engine {
         let changed = match outcome {
             Outcome::Primed => {
                 tracing::info!(project = %p.path, refs = remote.len(), "first poll: heads recorded");
-                self.inner.db.prime_polling(project_id, &remote, now).await?;
+                self.inner
+                    .db
+                    .prime_polling(project_id, &remote, now)
+                    .await?;
                 return Ok(());
             }
             Outcome::Changed(c) => c,
@@ -216,7 +231,9 @@ impl Engine {
             self.inner.db.set_polled_ref(project_id, gone, None).await?;
         }
         for (full, sha, before) in changed {
-            let pipeline = self.polled_pipeline(&p.id.to_string(), &full, &sha, before).await?;
+            let pipeline = self
+                .polled_pipeline(&p.id.to_string(), &full, &sha, before)
+                .await?;
             tracing::info!(project = %p.path, git_ref = %full, pipeline = pipeline.id, "poll: new commit");
             self.inner
                 .db

@@ -154,10 +154,7 @@ fn schedule_dto(row: &ScheduleRow) -> rest::Schedule {
         variables: variables_of(row),
         active: row.active,
         next_run_at: row.next_run_at,
-        next_run_at_iso: row
-            .next_run_at
-            .zip(when)
-            .and_then(|(ms, w)| w.iso(ms)),
+        next_run_at_iso: row.next_run_at.zip(when).and_then(|(ms, w)| w.iso(ms)),
         last_run_at: row.last_run_at,
         last_pipeline_id: row.last_pipeline_id,
         last_error: row.last_error.clone(),
@@ -181,9 +178,8 @@ impl Engine {
         let r = git_ref.to_string();
         blocking(move || {
             let m = this.mirror_of(&p)?;
-            let known = |m: &crate::git::Mirror| -> Result<bool> {
-                Ok(m.is_branch(&r)? || m.is_tag(&r)?)
-            };
+            let known =
+                |m: &crate::git::Mirror| -> Result<bool> { Ok(m.is_branch(&r)? || m.is_tag(&r)?) };
             if known(&m)? {
                 return Ok(());
             }
@@ -241,7 +237,10 @@ impl Engine {
             .to_string();
         let when = When::parse(&cron, &tz)?;
         check_variables(&req.variables)?;
-        let git_ref = req.git_ref.clone().unwrap_or_else(|| p.default_branch.clone());
+        let git_ref = req
+            .git_ref
+            .clone()
+            .unwrap_or_else(|| p.default_branch.clone());
         self.check_ref(&p, &git_ref).await?;
         let now = self.clock_ms();
         let active = req.active.unwrap_or(true);
@@ -399,7 +398,8 @@ impl Engine {
                 continue;
             };
             // From now, not from the slot: runs missed while the server was down fire once.
-            let next = match When::parse(&row.cron, &row.time_zone).and_then(|w| w.next_after(now)) {
+            let next = match When::parse(&row.cron, &row.time_zone).and_then(|w| w.next_after(now))
+            {
                 Ok(n) => Some(n),
                 Err(e) => {
                     // Cannot happen for rows written through the API; stop it rather than

@@ -216,9 +216,9 @@ impl Mirror {
     /// The remote's branches and tags (`git ls-remote`), as full ref names and commit shas
     /// (an annotated tag's commit, not the tag object), sorted by name. Nothing is fetched.
     pub fn list_remote(&self) -> Result<Vec<(String, String)>, GitError> {
-        let out = self
-            .runner
-            .output_net("ls-remote", &["ls-remote", "origin"], self.timeouts.network)?;
+        let out =
+            self.runner
+                .output_net("ls-remote", &["ls-remote", "origin"], self.timeouts.network)?;
         let mut refs = std::collections::BTreeMap::new();
         for line in String::from_utf8_lossy(&out).lines() {
             let Some((sha, name)) = line.split_once('\t') else {
@@ -233,7 +233,8 @@ impl Mirror {
                     refs.insert(tag.to_string(), sha.to_string());
                 }
                 None => {
-                    refs.entry(name.to_string()).or_insert_with(|| sha.to_string());
+                    refs.entry(name.to_string())
+                        .or_insert_with(|| sha.to_string());
                 }
             }
         }

@@ -85,7 +85,9 @@ pub async fn set_polling(
     Path(project): Path<String>,
     Json(req): Json<PollingUpdate>,
 ) -> ApiResult<Json<Polling>> {
-    Ok(Json(s.engine.set_polling(&project, req.interval_secs).await?))
+    Ok(Json(
+        s.engine.set_polling(&project, req.interval_secs).await?,
+    ))
 }
 
 /// The OpenAPI schemas of the bodies above.

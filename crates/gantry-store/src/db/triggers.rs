@@ -212,7 +212,13 @@ impl Db {
 
     /// Claims the slot `due` of a schedule by moving it to `next`: true for exactly one
     /// caller per slot.
-    pub async fn claim_schedule(&self, id: i64, due: i64, next: Option<i64>, now: i64) -> Result<bool> {
+    pub async fn claim_schedule(
+        &self,
+        id: i64,
+        due: i64,
+        next: Option<i64>,
+        now: i64,
+    ) -> Result<bool> {
         let r = sqlx::query(
             "UPDATE schedules SET next_run_at = $1, last_run_at = $2 \
              WHERE id = $3 AND active = 1 AND next_run_at = $4",
@@ -338,7 +344,12 @@ impl Db {
 
     /// Records a ref's sha (after its pipeline was created), or forgets it (`None`: deleted
     /// on the remote).
-    pub async fn set_polled_ref(&self, project_id: i64, git_ref: &str, sha: Option<&str>) -> Result<()> {
+    pub async fn set_polled_ref(
+        &self,
+        project_id: i64,
+        git_ref: &str,
+        sha: Option<&str>,
+    ) -> Result<()> {
         match sha {
             Some(sha) => {
                 sqlx::query(
@@ -363,7 +374,12 @@ impl Db {
     }
 
     /// The first poll: records every ref at once and marks the project primed.
-    pub async fn prime_polling(&self, project_id: i64, refs: &[(String, String)], now: i64) -> Result<()> {
+    pub async fn prime_polling(
+        &self,
+        project_id: i64,
+        refs: &[(String, String)],
+        now: i64,
+    ) -> Result<()> {
         let mut tx = self.pool().begin().await?;
         sqlx::query("DELETE FROM polled_refs WHERE project_id = $1")
             .bind(project_id)
