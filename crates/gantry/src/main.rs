@@ -47,6 +47,9 @@ enum Command {
     /// Jobs on the server: log (-f to follow), retry, play, cancel.
     #[command(subcommand)]
     Job(cmd::job::Command),
+    /// Cron schedules on the server: list, create, update, delete, play; polling.
+    #[command(subcommand)]
+    Schedule(cmd::schedule::Command),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Project(c) => cmd::project::run(c),
         Command::Pipeline(c) => cmd::pipeline::run(c),
         Command::Job(c) => cmd::job::run(c),
+        Command::Schedule(c) => cmd::schedule::run(c),
     };
     match result {
         Ok(code) => code,

@@ -12,6 +12,7 @@ pub mod plan;
 pub mod project;
 pub mod remote;
 pub mod run;
+pub mod schedule;
 pub mod schema;
 pub mod server;
 
