@@ -4,7 +4,8 @@
 //! - [`engine`]: [`Engine`]: projects (their credentials and webhook secrets sealed at
 //!   rest), pipelines (create from a ref or from a webhook's push or merge request, cancel,
 //!   retry, child pipelines, auto-cancel), jobs (retry, play, cancel), agents (register,
-//!   connect, results, leases) and the ticker. Its module doc draws the flow.
+//!   connect, results, leases), cron schedules and polling, and the ticker. Its module doc
+//!   draws the flow.
 //! - [`clock`]: [`Clock`], the time schedules and polling go by (manual in tests).
 //! - [`dag`]: pure decisions: which job runs next, the pipeline's status.
 //! - [`dispatch`]: who is online and which pending job goes to which agent, in memory.
