@@ -90,6 +90,13 @@ fn schedules_through_the_api_refuse_bad_input_and_run_now() {
             let msg = v["message"].as_str().unwrap();
             assert!(msg.contains(want), "{msg}");
         }
+        let (status, v) = call(&s, "POST", base, Some(json!({"description": "x"})));
+        assert_eq!(status, 400, "{v}");
+        let msg = v["message"].as_str().unwrap();
+        assert!(
+            msg.contains("not a valid ScheduleCreate") && msg.contains("cron"),
+            "{msg}"
+        );
         let (_, list) = call(&s, "GET", base, None);
         assert_eq!(list["items"], json!([]));
 

@@ -3,15 +3,26 @@
 
 use crate::AppState;
 use crate::auth::Admin;
-use crate::error::ApiResult;
+use crate::error::{ApiResult, HttpError};
 use crate::routes::api::PageQuery;
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use gantry_api::rest::{
     Page, Pipeline, Polling, PollingUpdate, Schedule, ScheduleCreate, ScheduleUpdate,
 };
 use serde_json::{Value, json};
+
+/// A JSON body, or a 400 that says what is wrong with it and what the body should be.
+fn body<T>(r: Result<Json<T>, JsonRejection>, what: &str) -> ApiResult<T> {
+    r.map(|Json(t)| t).map_err(|e| {
+        HttpError::bad_request(format!(
+            "the request body is not a valid {what} ({}): see its schema in GET /api/v1/openapi.json",
+            e.body_text()
+        ))
+    })
+}
 
 pub async fn list(
     _: Admin,
@@ -26,8 +37,9 @@ pub async fn create(
     _: Admin,
     State(s): State<AppState>,
     Path(project): Path<String>,
-    Json(req): Json<ScheduleCreate>,
+    req: Result<Json<ScheduleCreate>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Schedule>)> {
+    let req = body(req, "ScheduleCreate")?;
     Ok((
         StatusCode::CREATED,
         Json(s.engine.create_schedule(&project, req).await?),
@@ -46,8 +58,9 @@ pub async fn update(
     _: Admin,
     State(s): State<AppState>,
     Path((project, id)): Path<(String, i64)>,
-    Json(req): Json<ScheduleUpdate>,
+    req: Result<Json<ScheduleUpdate>, JsonRejection>,
 ) -> ApiResult<Json<Schedule>> {
+    let req = body(req, "ScheduleUpdate")?;
     Ok(Json(s.engine.update_schedule(&project, id, req).await?))
 }
 
@@ -83,8 +96,9 @@ pub async fn set_polling(
     _: Admin,
     State(s): State<AppState>,
     Path(project): Path<String>,
-    Json(req): Json<PollingUpdate>,
+    req: Result<Json<PollingUpdate>, JsonRejection>,
 ) -> ApiResult<Json<Polling>> {
+    let req = body(req, "PollingUpdate")?;
     Ok(Json(
         s.engine.set_polling(&project, req.interval_secs).await?,
     ))
