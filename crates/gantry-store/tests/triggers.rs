@@ -142,6 +142,44 @@ async fn polls_are_claimed_once_and_off_forgets_the_heads() {
             vec![("refs/heads/main".to_string(), "c".repeat(40))]
         );
 
+        // A move is claimed once; a claim given back can be claimed again.
+        let (c, d) = ("c".repeat(40), "d".repeat(40));
+        assert!(
+            db.claim_polled_ref(p, "refs/heads/main", Some(&c), &d)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.claim_polled_ref(p, "refs/heads/main", Some(&c), &d)
+                .await
+                .unwrap()
+        );
+        db.release_polled_ref(p, "refs/heads/main", Some(&c), &d)
+            .await
+            .unwrap();
+        assert!(
+            db.claim_polled_ref(p, "refs/heads/main", Some(&c), &d)
+                .await
+                .unwrap()
+        );
+        assert!(
+            db.claim_polled_ref(p, "refs/heads/new", None, &c)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.claim_polled_ref(p, "refs/heads/new", None, &c)
+                .await
+                .unwrap()
+        );
+        db.release_polled_ref(p, "refs/heads/new", None, &c)
+            .await
+            .unwrap();
+        assert_eq!(
+            db.polled_refs(p).await.unwrap(),
+            vec![("refs/heads/main".to_string(), d.clone())]
+        );
+
         db.finish_poll(p, 300, Some("unreachable")).await.unwrap();
         let row = db.polling(p).await.unwrap().unwrap();
         assert_eq!(

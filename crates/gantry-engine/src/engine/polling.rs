@@ -6,15 +6,15 @@
 //! tick ─► due polls (next_poll_at <= clock) ─► claim (next_poll_at += interval, conditional)
 //!     ─► a task per project (never two at once for one project): ls-remote ─► compare with
 //!     polled_refs ─► first poll: record them all, start nothing ─► later polls: fetch, then
-//!     per new or moved ref a push pipeline (a branch: before_sha = the previous head; a
-//!     tag: a tag pipeline), its sha recorded once the pipeline exists ─► deleted refs are
-//!     forgotten, start nothing
+//!     per new or moved ref: claim its new sha, then a push pipeline (a branch: before_sha =
+//!     the previous head; a tag: a tag pipeline) ─► deleted refs are forgotten, start nothing
 //! ```
 //!
 //! A failing remote is logged and recorded (`last_error`, shown by the polling endpoint);
-//! nothing recorded changes, so the next poll tries the same refs again. A ref is recorded
-//! only after its pipeline was created: a crash in between starts that pipeline again at the
-//! next poll rather than losing it.
+//! nothing recorded changes, so the next poll tries the same refs again. A ref's move is
+//! claimed (a conditional update of its recorded sha) before its pipeline is created, as a
+//! webhook delivery is: two servers polling one project start one pipeline, and a claim
+//! whose pipeline cannot be made is given back for the next poll.
 
 use super::{Engine, TriggerExtras, blocking};
 use crate::error::{EngineError, Result};
@@ -230,15 +230,29 @@ impl Engine {
         for gone in seen.keys().filter(|r| !on_remote.contains(r.as_str())) {
             self.inner.db.set_polled_ref(project_id, gone, None).await?;
         }
+        let db = &self.inner.db;
         for (full, sha, before) in changed {
-            let pipeline = self
-                .polled_pipeline(&p.id.to_string(), &full, &sha, before)
-                .await?;
-            tracing::info!(project = %p.path, git_ref = %full, pipeline = pipeline.id, "poll: new commit");
-            self.inner
-                .db
-                .set_polled_ref(project_id, &full, Some(&sha))
-                .await?;
+            // Claimed first (another server polling the same project may have seen it too);
+            // given back when the pipeline cannot be made, so the next poll tries again.
+            if !db
+                .claim_polled_ref(project_id, &full, before.as_deref(), &sha)
+                .await?
+            {
+                continue;
+            }
+            match self
+                .polled_pipeline(&p.id.to_string(), &full, &sha, before.clone())
+                .await
+            {
+                Ok(pipeline) => {
+                    tracing::info!(project = %p.path, git_ref = %full, pipeline = pipeline.id, "poll: new commit");
+                }
+                Err(e) => {
+                    db.release_polled_ref(project_id, &full, before.as_deref(), &sha)
+                        .await?;
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }

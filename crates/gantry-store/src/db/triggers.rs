@@ -342,8 +342,73 @@ impl Db {
             .collect()
     }
 
-    /// Records a ref's sha (after its pipeline was created), or forgets it (`None`: deleted
-    /// on the remote).
+    /// Claims a ref's move from `old` (`None`: a ref not recorded yet) to `new` before its
+    /// pipeline is created: true for one caller only, so two servers polling the same project
+    /// start one pipeline. [`Db::release_polled_ref`] gives the claim back.
+    pub async fn claim_polled_ref(
+        &self,
+        project_id: i64,
+        git_ref: &str,
+        old: Option<&str>,
+        new: &str,
+    ) -> Result<bool> {
+        let r = match old {
+            Some(old) => {
+                sqlx::query(
+                    "UPDATE polled_refs SET sha = $1 WHERE project_id = $2 AND git_ref = $3 \
+                     AND sha = $4",
+                )
+                .bind(new)
+                .bind(project_id)
+                .bind(git_ref)
+                .bind(old)
+                .execute(self.pool())
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO polled_refs (project_id, git_ref, sha) VALUES ($1, $2, $3) \
+                     ON CONFLICT (project_id, git_ref) DO NOTHING",
+                )
+                .bind(project_id)
+                .bind(git_ref)
+                .bind(new)
+                .execute(self.pool())
+                .await?
+            }
+        };
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Gives back a claim of [`Db::claim_polled_ref`] whose pipeline could not be made: the
+    /// ref is `old` again (or unrecorded), so the next poll tries it again.
+    pub async fn release_polled_ref(
+        &self,
+        project_id: i64,
+        git_ref: &str,
+        old: Option<&str>,
+        new: &str,
+    ) -> Result<()> {
+        let q = match old {
+            Some(old) => sqlx::query(
+                "UPDATE polled_refs SET sha = $1 WHERE project_id = $2 AND git_ref = $3 AND sha = $4",
+            )
+            .bind(old)
+            .bind(project_id)
+            .bind(git_ref)
+            .bind(new),
+            None => sqlx::query(
+                "DELETE FROM polled_refs WHERE project_id = $1 AND git_ref = $2 AND sha = $3",
+            )
+            .bind(project_id)
+            .bind(git_ref)
+            .bind(new),
+        };
+        q.execute(self.pool()).await?;
+        Ok(())
+    }
+
+    /// Records a ref's sha, or forgets it (`None`: deleted on the remote).
     pub async fn set_polled_ref(
         &self,
         project_id: i64,
