@@ -2,7 +2,7 @@
 //! change, refuse bad input without losing what is stored, delete), a schedule run now whose
 //! job sees the schedule's ref, variables and description, the CLI, and a real firing on the
 //! server's own clock. The clock-driven cases (the right minute, time zones, a restart after
-//! missed runs, inactive schedules) are in crates/gantry-engine/tests/schedules.rs, on a
+//! missed runs, inactive schedules) are in crates/gantry-engine/tests/triggers.rs, on a
 //! manual clock.
 
 mod common;

@@ -1,7 +1,7 @@
-//! Cron schedules on a real engine with a manual clock: a schedule fires at its minute and not
-//! before, in its time zone, once after a restart that missed several runs, never while
-//! inactive, once when two engines share the database; bad input is refused and stores
-//! nothing. On SQLite always and on PostgreSQL when `GANTRY_TEST_POSTGRES_URL` is set
+//! Cron schedules and polling on a real engine with a manual clock: a schedule fires at its
+//! minute and not before, in its time zone, once after a restart that missed several runs,
+//! never while inactive, once when two engines share the database; bad input is refused and
+//! stores nothing; a poll comes when its interval has passed on the same clock. On SQLite always and on PostgreSQL when `GANTRY_TEST_POSTGRES_URL` is set
 //! (`GANTRY_REQUIRE_POSTGRES=1` makes its absence a failure).
 //!
 //! Each engine lives in a runtime of its own: dropping the runtime stops it (its ticker and
@@ -458,6 +458,45 @@ fn bad_input_is_refused_with_what_to_do_and_stores_nothing() {
             .unwrap_err();
         assert!(err.to_string().contains("hour (0-23)"), "{err}");
         assert_eq!(e.get_schedule(project, s.id), s);
+        e.stop();
+    }
+}
+
+#[test]
+fn polls_come_by_the_same_clock() {
+    for site in sites("poll") {
+        let clock = Clock::manual(DAY0);
+        let e = Running::start(&site, &clock);
+        let project = e.project(&site);
+        let polling = |e: &Running| e.run(async |e| e.polling(&project.to_string()).await.unwrap());
+        let p = e.run(async |e| {
+            e.set_polling(&project.to_string(), Some(3600))
+                .await
+                .unwrap()
+        });
+        assert_eq!(p.interval_secs, Some(3600));
+        // The first poll is due at once and records the heads (main, release) only.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while polling(&e).refs_seen != 2 {
+            assert!(Instant::now() < deadline, "the first poll");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(polling(&e).next_poll_at, Some(DAY0 + HOUR));
+        assert!(e.pipelines(project).is_empty(), "{}", site.backend);
+
+        std::fs::write(site.repo.path().join("new.txt"), "new").unwrap();
+        git(site.repo.path(), &["add", "-A"]);
+        git(site.repo.path(), &["commit", "-q", "-m", "new"]);
+        clock.set_ms(DAY0 + 59 * MIN);
+        ticks();
+        assert!(e.pipelines(project).is_empty(), "not before the hour");
+        clock.set_ms(DAY0 + HOUR + 1);
+        let ps = e.expect_pipelines(project, 1);
+        assert_eq!(
+            (ps[0].source.as_str(), ps[0].git_ref.as_str()),
+            ("push", "main")
+        );
+        assert_eq!(e.trigger(ps[0].id).user.login, "polling");
         e.stop();
     }
 }
