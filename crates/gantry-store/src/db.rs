@@ -22,8 +22,8 @@ use sqlx::{AnyPool, AssertSqlSafe, Row};
 use std::borrow::Cow;
 use std::time::Duration;
 
-mod triggers;
-pub use triggers::{NewSchedule, PollingRow, ScheduleRow, ScheduleUpdate};
+mod schedules;
+pub use schedules::{NewSchedule, PollingRow, ScheduleRow, ScheduleUpdate};
 
 /// Which engine a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
