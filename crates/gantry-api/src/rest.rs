@@ -52,6 +52,10 @@ pub struct ProjectCreate {
     /// the answer ([`Project::webhook_secret`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
+    /// Poll the remote every this many seconds for new commits (for forges that cannot send
+    /// webhooks); no polling when absent. See [`PollingUpdate`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval_secs: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -360,4 +364,103 @@ pub struct AuditEvent {
     pub details: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+}
+
+// ---- schedules and polling --------------------------------------------------------------------
+
+/// `POST /api/v1/projects/{project}/schedules`: a cron schedule that starts pipelines with
+/// source `schedule`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleCreate {
+    /// Shown in lists and to jobs as `CI_PIPELINE_SCHEDULE_DESCRIPTION`.
+    pub description: String,
+    /// A standard 5-field cron expression: minute hour day-of-month month day-of-week
+    /// (`0 3 * * 1-5`).
+    pub cron: String,
+    /// An IANA time zone (`Europe/Paris`) the expression is read in; `UTC` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// A branch or tag; the project's default branch when absent.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    #[serde(default)]
+    pub variables: Vec<KeyValue>,
+    /// True when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+}
+
+/// `PUT /api/v1/projects/{project}/schedules/{id}`: the fields to change; the others stay.
+/// `variables`, when given, replaces the list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variables: Option<Vec<KeyValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub id: i64,
+    pub project_id: i64,
+    pub description: String,
+    pub cron: String,
+    pub time_zone: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub variables: Vec<KeyValue>,
+    pub active: bool,
+    /// The next run (ms since the epoch); absent while inactive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_at: Option<i64>,
+    /// The same in ISO 8601, in the schedule's time zone (`2026-12-07T03:00:00+01:00`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_at_iso: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_pipeline_id: Option<i64>,
+    /// Why the last run made no pipeline (the ref is gone, the remote failed), until one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// `PUT /api/v1/projects/{project}/polling`: poll every `interval_secs` seconds (at least 1),
+/// or stop polling (`null` or absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollingUpdate {
+    #[serde(default)]
+    pub interval_secs: Option<i64>,
+}
+
+/// A project's polling: its interval and how the last poll went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Polling {
+    pub project_id: i64,
+    /// `None`: the project is not polled.
+    #[serde(default)]
+    pub interval_secs: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_poll_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_poll_at: Option<i64>,
+    /// The last poll's failure (the remote unreachable, credentials refused), until a poll
+    /// succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<i64>,
+    /// How many branches and tags the polls have recorded.
+    pub refs_seen: usize,
 }

@@ -12,7 +12,8 @@
 //! agent: Started, log frames, Finished ─► logs stored by offset, acked ─► finish_job
 //!     (waits for the whole log) ─► retry? ─► advance
 //! ticker (every 250 ms): expired leases fail as runner_system_failure, delayed jobs whose
-//!     time has come become pending, live logs are synced to disk, SQLite's log checkpointed
+//!     time has come become pending, live logs are synced to disk, SQLite's log checkpointed,
+//!     due cron schedules (schedules.rs) and polls (polling.rs) claimed and started in tasks
 //! ```
 //!
 //! The database is the truth; the dispatcher's memory (who is online, which slots and
@@ -22,6 +23,8 @@
 //! changes are also conditional in the database.
 
 pub mod accounts;
+mod polling;
+mod schedules;
 mod secrets;
 mod triggers;
 mod webhooks;
@@ -74,6 +77,8 @@ pub struct EngineConfig {
     pub secrets_key_file: Option<PathBuf>,
     /// Audit log entries older than this are removed.
     pub audit_retention: Duration,
+    /// The time cron schedules and polling go by: the system's, or a manual one in tests.
+    pub clock: crate::Clock,
 }
 
 const STRIPES: usize = 64;
@@ -114,6 +119,7 @@ struct Inner {
     logins: accounts::LoginLimiter,
     admin_hash: String,
     registration_hash: String,
+    polls: polling::Polls,
 }
 
 /// What the API caller is.
@@ -188,6 +194,7 @@ impl Engine {
                 logins: accounts::LoginLimiter::default(),
                 admin_hash: hash_token(admin_token),
                 registration_hash: hash_token(registration_token),
+                polls: polling::Polls::default(),
             }),
         };
         engine.recover().await?;
@@ -272,6 +279,9 @@ impl Engine {
 
     async fn tick(&self) -> Result<()> {
         let now = now_ms();
+        // Claims only: the pipelines are created in tasks of their own.
+        self.fire_due_schedules().await;
+        self.start_due_polls().await;
         // Live logs reach the disk within a tick (appends are not synced one by
         // one; see gantry_store::logs).
         let logs = self.inner.logs.clone();
@@ -408,6 +418,9 @@ impl Engine {
         if req.git_url.trim().is_empty() {
             return Err(EngineError::BadRequest("git_url is required".into()));
         }
+        if let Some(secs) = req.poll_interval_secs {
+            polling::check_interval(secs)?;
+        }
         let creds = Credentials {
             username: req.username.clone(),
             password: req.password.clone(),
@@ -466,6 +479,10 @@ impl Engine {
                 self.inner.db.delete_project(id).await?;
                 return Err(e);
             }
+        }
+        if req.poll_interval_secs.is_some() {
+            self.set_polling(&id.to_string(), req.poll_interval_secs)
+                .await?;
         }
         let mut project = self.project(id).await?;
         if made {

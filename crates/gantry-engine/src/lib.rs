@@ -4,7 +4,9 @@
 //! - [`engine`]: [`Engine`]: projects (their credentials and webhook secrets sealed at
 //!   rest), pipelines (create from a ref or from a webhook's push or merge request, cancel,
 //!   retry, child pipelines, auto-cancel), jobs (retry, play, cancel), agents (register,
-//!   connect, results, leases) and the ticker. Its module doc draws the flow.
+//!   connect, results, leases), cron schedules and polling, and the ticker. Its module doc
+//!   draws the flow.
+//! - [`clock`]: [`Clock`], the time schedules and polling go by (manual in tests).
 //! - [`dag`]: pure decisions: which job runs next, the pipeline's status.
 //! - [`dispatch`]: who is online and which pending job goes to which agent, in memory.
 //! - [`forge`]: webhooks from GitLab, GitHub and Gitea/Forgejo: authentication, delivery ids,
@@ -14,6 +16,7 @@
 //!   pipeline resolver's `Fetcher` on it.
 //! - [`token`]: random tokens, stored hashed.
 
+pub mod clock;
 pub mod dag;
 pub mod dispatch;
 pub mod engine;
@@ -22,5 +25,6 @@ pub mod forge;
 pub mod git;
 pub mod token;
 
+pub use clock::Clock;
 pub use engine::{Caller, Engine, EngineConfig, UserCaller};
 pub use error::{EngineError, Result};

@@ -28,6 +28,9 @@ use sqlx::{AnyPool, AssertSqlSafe, Row};
 use std::borrow::Cow;
 use std::time::Duration;
 
+mod schedules;
+pub use schedules::{NewSchedule, PollingRow, ScheduleRow, ScheduleUpdate};
+
 /// Which engine a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -53,6 +56,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0002_webhooks.sql"),
     ),
     (
+        3,
+        "schedules",
+        include_str!("../migrations/sqlite/0003_schedules.sql"),
+    ),
+    (
         5,
         "triggers",
         include_str!("../migrations/sqlite/0005_triggers.sql"),
@@ -73,6 +81,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "webhooks",
         include_str!("../migrations/postgres/0002_webhooks.sql"),
+    ),
+    (
+        3,
+        "schedules",
+        include_str!("../migrations/postgres/0003_schedules.sql"),
     ),
     (
         5,

@@ -50,6 +50,9 @@ enum Command {
     /// Pipelines for pushes to a local bare repository, with no forge: install.
     #[command(subcommand)]
     Hook(cmd::hook::Command),
+    /// Cron schedules on the server: list, create, update, delete, play; polling.
+    #[command(subcommand)]
+    Schedule(cmd::schedule::Command),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Pipeline(c) => cmd::pipeline::run(c),
         Command::Job(c) => cmd::job::run(c),
         Command::Hook(c) => cmd::hook::run(c),
+        Command::Schedule(c) => cmd::schedule::run(c),
     };
     match result {
         Ok(code) => code,

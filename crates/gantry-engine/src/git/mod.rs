@@ -213,6 +213,34 @@ impl Mirror {
         Ok(())
     }
 
+    /// The remote's branches and tags (`git ls-remote`), as full ref names and commit shas
+    /// (an annotated tag's commit, not the tag object), sorted by name. Nothing is fetched.
+    pub fn list_remote(&self) -> Result<Vec<(String, String)>, GitError> {
+        let out =
+            self.runner
+                .output_net("ls-remote", &["ls-remote", "origin"], self.timeouts.network)?;
+        let mut refs = std::collections::BTreeMap::new();
+        for line in String::from_utf8_lossy(&out).lines() {
+            let Some((sha, name)) = line.split_once('\t') else {
+                continue;
+            };
+            if !(name.starts_with("refs/heads/") || name.starts_with("refs/tags/")) {
+                continue;
+            }
+            match name.strip_suffix("^{}") {
+                // The commit an annotated tag points at wins over the tag object.
+                Some(tag) => {
+                    refs.insert(tag.to_string(), sha.to_string());
+                }
+                None => {
+                    refs.entry(name.to_string())
+                        .or_insert_with(|| sha.to_string());
+                }
+            }
+        }
+        Ok(refs.into_iter().collect())
+    }
+
     /// Points HEAD at the remote's default branch.
     fn follow_remote_head(&self) -> Result<(), GitError> {
         let out = self.runner.output_net(

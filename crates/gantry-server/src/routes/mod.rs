@@ -8,6 +8,7 @@ pub mod files;
 pub mod hooks;
 pub mod logs;
 pub mod meta;
+pub mod schedules;
 pub mod triggers;
 
 use crate::AppState;
@@ -200,6 +201,62 @@ pub const ROUTES: &[Route] = &[
         Project(Role::Maintainer),
         "The project's webhook deliveries, newest first: status, outcome, pipeline, error",
         None,
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/schedules",
+        Project(Role::Reporter),
+        "The project's cron schedules, with their next run",
+        None,
+    ),
+    r(
+        "POST",
+        "/api/v1/projects/{project}/schedules",
+        Project(Role::Maintainer),
+        "Create a cron schedule (expression, time zone, ref, variables, active)",
+        Some("ScheduleCreate"),
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/schedules/{id}",
+        Project(Role::Reporter),
+        "A schedule, with its next run and last pipeline",
+        None,
+    ),
+    r(
+        "PUT",
+        "/api/v1/projects/{project}/schedules/{id}",
+        Project(Role::Maintainer),
+        "Change a schedule's fields (activating it computes its next run from now)",
+        Some("ScheduleUpdate"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/projects/{project}/schedules/{id}",
+        Project(Role::Maintainer),
+        "Delete a schedule",
+        None,
+    ),
+    r(
+        "POST",
+        "/api/v1/projects/{project}/schedules/{id}/play",
+        Project(Role::Developer),
+        "Run a schedule now (source schedule); its next run stays",
+        None,
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/polling",
+        Project(Role::Maintainer),
+        "The project's polling interval and its last poll (time, error)",
+        None,
+    ),
+    r(
+        "PUT",
+        "/api/v1/projects/{project}/polling",
+        Project(Role::Maintainer),
+        "Poll the remote every interval_secs for new commits (null: stop polling)",
+        Some("PollingUpdate"),
     ),
     r(
         "POST",
@@ -411,6 +468,14 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/api/v1/projects/{project}") => get(api::get_project),
         ("POST", "/api/v1/projects/{project}/webhook-secret") => post(hooks::regenerate_secret),
         ("GET", "/api/v1/projects/{project}/webhook-deliveries") => get(hooks::deliveries),
+        ("GET", "/api/v1/projects/{project}/schedules") => get(schedules::list),
+        ("POST", "/api/v1/projects/{project}/schedules") => post(schedules::create),
+        ("GET", "/api/v1/projects/{project}/schedules/{id}") => get(schedules::get),
+        ("PUT", "/api/v1/projects/{project}/schedules/{id}") => put(schedules::update),
+        ("DELETE", "/api/v1/projects/{project}/schedules/{id}") => delete(schedules::delete),
+        ("POST", "/api/v1/projects/{project}/schedules/{id}/play") => post(schedules::play),
+        ("GET", "/api/v1/projects/{project}/polling") => get(schedules::get_polling),
+        ("PUT", "/api/v1/projects/{project}/polling") => put(schedules::set_polling),
         ("POST", "/api/v1/hooks/{forge}/{*project}") => post(hooks::receive),
         ("POST", "/api/v1/projects/{project}/triggers") => post(triggers::create),
         ("GET", "/api/v1/projects/{project}/triggers") => get(triggers::list),
@@ -549,7 +614,7 @@ pub fn openapi() -> Value {
             .or_insert_with(|| Value::Object(Map::new()));
         entry[route.method.to_lowercase()] = op;
     }
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {"title": "Gantry", "version": env!("CARGO_PKG_VERSION")},
         "paths": paths,
@@ -562,7 +627,7 @@ pub fn openapi() -> Value {
                     "properties": {"path": {"type": "string"}, "git_url": {"type": "string"},
                         "default_branch": {"type": "string"}, "pipeline_file": {"type": "string"},
                         "username": {"type": "string"}, "password": {"type": "string"}, "ssh_key": {"type": "string"},
-                        "webhook_secret": {"type": "string"}}},
+                        "webhook_secret": {"type": "string"}, "poll_interval_secs": {"type": "integer", "minimum": 1}}},
                 "ForgePayload": {"type": "object",
                     "description": "The forge's own JSON payload, unchanged, with its headers (event, delivery id, signature or token)"},
                 "PipelineCreate": {"type": "object",
@@ -595,7 +660,14 @@ pub fn openapi() -> Value {
                         "concurrency": {"type": "integer"}, "version": {"type": "string"}}}
             }
         }
-    })
+    });
+    if let (Some(all), Value::Object(more)) = (
+        doc["components"]["schemas"].as_object_mut(),
+        schedules::schemas(),
+    ) {
+        all.extend(more);
+    }
+    doc
 }
 
 #[cfg(test)]

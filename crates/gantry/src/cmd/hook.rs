@@ -123,6 +123,7 @@ async fn install(client: Client, a: InstallArgs) -> Result<ExitCode> {
                 password: None,
                 ssh_key: None,
                 webhook_secret: None,
+                poll_interval_secs: None,
             };
             let v = client
                 .post("/api/v1/projects", Some(&serde_json::to_value(&body)?))

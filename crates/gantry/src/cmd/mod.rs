@@ -13,6 +13,7 @@ pub mod plan;
 pub mod project;
 pub mod remote;
 pub mod run;
+pub mod schedule;
 pub mod schema;
 pub mod server;
 

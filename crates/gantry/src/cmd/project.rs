@@ -41,6 +41,10 @@ pub struct AddArgs {
     /// A private key (OpenSSH format) for an ssh:// remote.
     #[arg(long, value_name = "FILE")]
     pub ssh_key_file: Option<PathBuf>,
+    /// Poll the remote for new commits every SECS seconds (for forges that cannot send
+    /// webhooks); the first poll only records the heads.
+    #[arg(long, value_name = "SECS")]
+    pub poll_interval: Option<i64>,
     #[command(flatten)]
     pub output: Output,
     #[command(flatten)]
@@ -110,6 +114,7 @@ fn create_body(a: &AddArgs) -> Result<ProjectCreate> {
         password,
         ssh_key,
         webhook_secret: None,
+        poll_interval_secs: a.poll_interval,
     })
 }
 

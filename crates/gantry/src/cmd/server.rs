@@ -176,6 +176,7 @@ async fn serve(args: Args) -> Result<ExitCode> {
         keyring: Arc::new(keyring),
         secrets_key_file: key_file,
         audit_retention: Duration::from_secs(args.audit_retention_days.max(1) * 86_400),
+        clock: gantry_engine::Clock::System,
     };
     let engine = Engine::start(config, db, logs, blobs, &admin, &registration)
         .await
