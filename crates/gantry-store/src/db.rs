@@ -46,6 +46,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhooks",
         include_str!("../migrations/sqlite/0002_webhooks.sql"),
     ),
+    (
+        4,
+        "outbox",
+        include_str!("../migrations/sqlite/0004_outbox.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -57,6 +62,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "webhooks",
         include_str!("../migrations/postgres/0002_webhooks.sql"),
+    ),
+    (
+        4,
+        "outbox",
+        include_str!("../migrations/postgres/0004_outbox.sql"),
     ),
 ];
 
@@ -277,6 +287,7 @@ impl Db {
                 }
             }
         }
+        crate::outbox::reseal_notify(&mut tx, keyring, &mut done).await?;
         tx.commit().await?;
         Ok(done)
     }
@@ -1015,10 +1026,10 @@ impl PageReq {
         }
     }
     /// One more than the page, to know whether a next page exists.
-    fn limit(self) -> i64 {
+    pub(crate) fn limit(self) -> i64 {
         i64::from(self.per_page) + 1
     }
-    fn offset(self) -> i64 {
+    pub(crate) fn offset(self) -> i64 {
         i64::from(self.page - 1) * i64::from(self.per_page)
     }
     /// Splits the fetched rows into the page and the next page's number.
