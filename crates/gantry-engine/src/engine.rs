@@ -21,9 +21,12 @@
 //! pipeline's lock (striped), so two events never decide the same job twice; job state
 //! changes are also conditional in the database.
 
+mod notify;
+mod outbox;
 mod secrets;
 mod webhooks;
 
+pub use notify::{NotifyConfig, SmtpConfig, SmtpTls};
 pub use webhooks::{HookBody, HookRequest};
 
 use crate::dag::{self, Decision, Node};
@@ -70,6 +73,8 @@ pub struct EngineConfig {
     /// The key file the keyring was read from, if any: read again when it changes (a
     /// rotation by `gantry admin rotate-key` while the server runs).
     pub secrets_key_file: Option<PathBuf>,
+    /// Commit statuses and notifications: SMTP, retries, timeouts.
+    pub notify: NotifyConfig,
 }
 
 const STRIPES: usize = 64;
@@ -105,6 +110,8 @@ struct Inner {
     triggers: Mutex<HashMap<i64, Arc<Trigger>>>,
     next_conn: AtomicU64,
     keys: secrets::Keys,
+    /// The outbox's sender (commit statuses, notifications).
+    sender: outbox::Sender,
     admin_hash: String,
     registration_hash: String,
 }
@@ -131,6 +138,7 @@ impl Engine {
         registration_token: &str,
     ) -> Result<Engine> {
         let keys = secrets::Keys::new(config.keyring.clone(), config.secrets_key_file.clone());
+        let sender = outbox::Sender::new(config.notify.timeout);
         let engine = Engine {
             inner: Arc::new(Inner {
                 db,
@@ -144,11 +152,13 @@ impl Engine {
                 triggers: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
                 keys,
+                sender,
                 admin_hash: hash_token(admin_token),
                 registration_hash: hash_token(registration_token),
             }),
         };
         engine.recover().await?;
+        engine.start_outbox().await?;
         let ticker = engine.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_millis(250));
@@ -717,6 +727,7 @@ impl Engine {
         }
         row.trigger_json = serde_json::to_string(&trigger).expect("triggers serialize");
         let (id, ids) = self.inner.db.create_pipeline(&row, &jobs).await?;
+        self.pipeline_stored(id).await;
         trigger.pipeline_id = id as u64;
         trigger.pipeline_iid = id as u64;
         // Pipelines on the same ref as listed: a merge request's are not its branch's.
@@ -897,6 +908,7 @@ impl Engine {
                 }
             }
             let mut ready = Vec::new();
+            let mut manual = Vec::new();
             for (i, d) in changes {
                 let j = &jobs[i];
                 let db = &self.inner.db;
@@ -906,8 +918,13 @@ impl Engine {
                             .await?
                     }
                     Decision::Manual => {
-                        db.transition(j.id, &[JobStatus::Created], JobStatus::Manual)
-                            .await?
+                        let done = db
+                            .transition(j.id, &[JobStatus::Created], JobStatus::Manual)
+                            .await?;
+                        if done {
+                            manual.push(j.id);
+                        }
+                        done
                     }
                     Decision::Delay(secs) => {
                         db.schedule_job(j.id, now_ms() + secs as i64 * 1000).await?
@@ -926,11 +943,7 @@ impl Engine {
             if row.status == PipelineStatus::Canceled && !status.contains(&JobStatus::Running) {
                 pstatus = PipelineStatus::Canceled;
             }
-            let changed = self
-                .inner
-                .db
-                .set_pipeline_status(pipeline_id, pstatus)
-                .await?;
+            let changed = self.set_pipeline_status(pipeline_id, pstatus).await?;
             for (j, def) in ready {
                 if def.child.is_some() {
                     self.start_child_later(j.id);
@@ -940,6 +953,7 @@ impl Engine {
                     self.queue(&j);
                 }
             }
+            self.jobs_made_manual(pipeline_id, &manual).await;
             changed && pstatus.is_finished()
         };
         self.pump().await;
@@ -1066,9 +1080,7 @@ impl Engine {
                     }
                 }
             }
-            self.inner
-                .db
-                .set_pipeline_status(id, PipelineStatus::Canceled)
+            self.set_pipeline_status(id, PipelineStatus::Canceled)
                 .await?;
             self.advance(id).await?;
         }
@@ -1134,9 +1146,7 @@ impl Engine {
                 self.inner.db.retry_job(j.id, &next_attempt(j)).await?;
             }
             // The pipeline runs again.
-            self.inner
-                .db
-                .set_pipeline_status(id, PipelineStatus::Running)
+            self.set_pipeline_status(id, PipelineStatus::Running)
                 .await?;
         }
         self.advance(id).await?;
@@ -1224,9 +1234,7 @@ impl Engine {
                         .await?;
                 }
             }
-            self.inner
-                .db
-                .set_pipeline_status(j.pipeline_id, PipelineStatus::Running)
+            self.set_pipeline_status(j.pipeline_id, PipelineStatus::Running)
                 .await?;
             new_id
         };
@@ -1246,9 +1254,7 @@ impl Engine {
         if self.inner.db.play_job(id, user).await? {
             let j = self.job_row(id).await?;
             self.queue(&j);
-            self.inner
-                .db
-                .set_pipeline_status(j.pipeline_id, PipelineStatus::Running)
+            self.set_pipeline_status(j.pipeline_id, PipelineStatus::Running)
                 .await?;
             self.pump().await;
         }
@@ -1302,6 +1308,7 @@ impl Engine {
             self.dispatcher().release(q.job_id);
             return Ok(());
         };
+        self.job_changed(&j).await;
         metrics::histogram!("gantry_job_pickup_seconds")
             .record((now_ms() - q.queued_at).max(0) as f64 / 1000.0);
         let payload = self.payload(&j, token).await?;
@@ -1331,9 +1338,7 @@ impl Engine {
 
     /// A job started: the pipeline is running.
     async fn advance_status_only(&self, pipeline_id: i64) -> Result<()> {
-        self.inner
-            .db
-            .set_pipeline_status(pipeline_id, PipelineStatus::Running)
+        self.set_pipeline_status(pipeline_id, PipelineStatus::Running)
             .await?;
         Ok(())
     }
@@ -1432,6 +1437,9 @@ impl Engine {
         // the job's final state. A crash in between leaves a live log of a finished job,
         // which `recover` compresses.
         let ended = self.inner.db.finish_job(j.id, from, &end).await?;
+        if ended {
+            self.job_changed(j).await;
+        }
         if !ended {
             // Canceled before the agent reported: keep what it sent.
             self.inner

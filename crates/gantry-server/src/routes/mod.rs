@@ -7,10 +7,11 @@ pub mod files;
 pub mod hooks;
 pub mod logs;
 pub mod meta;
+pub mod notify;
 
 use crate::AppState;
 use axum::Router;
-use axum::routing::{MethodRouter, get, post, put};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::{Map, Value, json};
 
 /// Who may call an endpoint.
@@ -110,6 +111,57 @@ pub const ROUTES: &[Route] = &[
         "/api/v1/projects/{project}/webhook-deliveries",
         Admin,
         "The project's webhook deliveries, newest first: status, outcome, pipeline, error",
+        None,
+    ),
+    r(
+        "PUT",
+        "/api/v1/projects/{project}/forge",
+        Admin,
+        "Set the forge that gets the project's commit statuses (GitLab, GitHub, Gitea/Forgejo); \
+         the token is write-only",
+        Some("ForgeSettings"),
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/forge",
+        Admin,
+        "The project's forge: kind, API URL, repository, whether a token is set",
+        None,
+    ),
+    r(
+        "DELETE",
+        "/api/v1/projects/{project}/forge",
+        Admin,
+        "Stop sending commit statuses",
+        None,
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/notifications",
+        Admin,
+        "The project's notification channels (email, chat webhooks) and their events",
+        None,
+    ),
+    r(
+        "POST",
+        "/api/v1/projects/{project}/notifications",
+        Admin,
+        "Add a notification channel: email recipients or a chat webhook (slack, dingtalk, \
+         feishu, teams, generic) for failed, fixed, succeeded, manual",
+        Some("NotificationCreate"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/projects/{project}/notifications/{id}",
+        Admin,
+        "Remove a notification channel",
+        None,
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/outbox",
+        Admin,
+        "Commit statuses and notifications, newest first: state, attempts, last error",
         None,
     ),
     r(
@@ -273,6 +325,15 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/api/v1/projects/{project}") => get(api::get_project),
         ("POST", "/api/v1/projects/{project}/webhook-secret") => post(hooks::regenerate_secret),
         ("GET", "/api/v1/projects/{project}/webhook-deliveries") => get(hooks::deliveries),
+        ("PUT", "/api/v1/projects/{project}/forge") => put(notify::put_forge),
+        ("GET", "/api/v1/projects/{project}/forge") => get(notify::get_forge),
+        ("DELETE", "/api/v1/projects/{project}/forge") => delete(notify::delete_forge),
+        ("GET", "/api/v1/projects/{project}/notifications") => get(notify::list_notifications),
+        ("POST", "/api/v1/projects/{project}/notifications") => post(notify::add_notification),
+        ("DELETE", "/api/v1/projects/{project}/notifications/{id}") => {
+            delete(notify::delete_notification)
+        }
+        ("GET", "/api/v1/projects/{project}/outbox") => get(notify::outbox),
         ("POST", "/api/v1/hooks/{forge}/{*project}") => post(hooks::receive),
         ("POST", "/api/v1/projects/{project}/pipelines") => post(api::create_pipeline),
         ("GET", "/api/v1/projects/{project}/pipelines") => get(api::project_pipelines),
@@ -408,6 +469,15 @@ pub fn openapi() -> Value {
                         "default_branch": {"type": "string"}, "pipeline_file": {"type": "string"},
                         "username": {"type": "string"}, "password": {"type": "string"}, "ssh_key": {"type": "string"},
                         "webhook_secret": {"type": "string"}}},
+                "ForgeSettings": {"type": "object", "required": ["kind", "api_url", "repository"],
+                    "properties": {"kind": {"type": "string", "enum": ["gitlab", "github", "gitea", "forgejo"]},
+                        "api_url": {"type": "string"}, "repository": {"type": "string"},
+                        "token": {"type": "string", "writeOnly": true}, "job_statuses": {"type": "boolean"}}},
+                "NotificationCreate": {"type": "object", "required": ["kind"],
+                    "properties": {"kind": {"type": "string", "enum": ["email", "slack", "dingtalk", "feishu", "teams", "generic"]},
+                        "recipients": {"type": "array", "items": {"type": "string"}},
+                        "url": {"type": "string", "writeOnly": true},
+                        "events": {"type": "array", "items": {"type": "string", "enum": ["failed", "fixed", "succeeded", "manual"]}}}},
                 "ForgePayload": {"type": "object",
                     "description": "The forge's own JSON payload, unchanged, with its headers (event, delivery id, signature or token)"},
                 "PipelineCreate": {"type": "object",

@@ -7,6 +7,8 @@
 //! `registration-token` (for `gantry agent --token`) and `secrets.key`, the keyring that
 //! encrypts project credentials and webhook secrets in the database (see [`keyring`]).
 
+mod notify;
+
 use anyhow::{Context, Result};
 use gantry_engine::{Engine, EngineConfig};
 use gantry_runner::agent::{AgentConfig, ExecutorKind};
@@ -57,6 +59,9 @@ pub struct Args {
     /// set, else DATA_DIR/secrets.key, made at first start].
     #[arg(long, env = "GANTRY_SECRETS_KEY_FILE")]
     pub secrets_key_file: Option<PathBuf>,
+    /// Email (SMTP) and the outbox of commit statuses and notifications.
+    #[command(flatten)]
+    pub notify: notify::NotifyArgs,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -172,6 +177,7 @@ async fn serve(args: Args) -> Result<ExitCode> {
         heartbeat: Duration::from_secs(args.heartbeat.max(1)),
         keyring: Arc::new(keyring),
         secrets_key_file: key_file,
+        notify: args.notify.config()?,
     };
     let engine = Engine::start(config, db, logs, blobs, &admin, &registration)
         .await
