@@ -436,6 +436,19 @@ impl Db {
         Ok(r.rows_affected())
     }
 
+    /// Forgets finished rows (done, failed, superseded) last changed before `before`; their
+    /// events are long past, so their keys cannot be queued again. Returns how many.
+    pub async fn outbox_prune(&self, before: i64) -> Result<u64> {
+        let r = sqlx::query(
+            "DELETE FROM outbox WHERE state IN ('done', 'failed', 'superseded') \
+             AND updated_at < $1",
+        )
+        .bind(before)
+        .execute(self.pool())
+        .await?;
+        Ok(r.rows_affected())
+    }
+
     /// A project's outbox, newest first.
     pub async fn outbox_of_project(
         &self,

@@ -62,7 +62,7 @@ impl Default for NotifyConfig {
             smtp: None,
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(300),
-            max_attempts: 12,
+            max_attempts: 300,
             max_age: Duration::from_secs(24 * 3600),
             timeout: Duration::from_secs(10),
         }

@@ -10,6 +10,7 @@
 //!            capped at retry_max; given up (failed) after max_attempts or max_age
 //!          | permanent failure (4xx, a removed channel) ─► failed
 //!   ─► sleep until the next row is due (at most a second), or until woken by a new row
+//! every hour: finished rows older than 30 days are forgotten
 //! ```
 //!
 //! A process that dies while sending leaves rows `sending`: they are queued again at the next
@@ -32,6 +33,9 @@ use std::time::Duration;
 const CONCURRENCY: usize = 4;
 /// Rows read per round.
 const BATCH: i64 = 64;
+/// Finished rows are kept this long (the outbox's API shows them), then forgotten.
+const KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// What sending one row came to.
 enum Outcome {
@@ -84,7 +88,15 @@ impl Engine {
         let this = self.clone();
         tokio::spawn(async move {
             let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+            let mut pruned = std::time::Instant::now();
             loop {
+                if pruned.elapsed() > PRUNE_EVERY {
+                    pruned = std::time::Instant::now();
+                    let before = now_ms() - KEEP.as_millis() as i64;
+                    if let Err(e) = this.inner.db.outbox_prune(before).await {
+                        tracing::warn!("outbox: pruning: {e}");
+                    }
+                }
                 if let Err(e) = this.outbox_round(&limit).await {
                     tracing::warn!("outbox: {e}");
                 }
@@ -592,5 +604,59 @@ async fn send_mail(
         Ok(_) => Ok(()),
         Err(e) if e.is_permanent() => Err(Outcome::Fail(format!("SMTP: {e}"))),
         Err(e) => Err(Outcome::Retry(format!("SMTP: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gitlab_paths_are_encoded_and_descriptions_fit_github() {
+        assert_eq!(encode("group/sub/app"), "group%2Fsub%2Fapp");
+        assert_eq!(encode("42"), "42");
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abc", 4), "abc");
+    }
+
+    #[test]
+    fn states_as_the_forges_know_them() {
+        assert_eq!(pipeline_state(PipelineStatus::Created), None);
+        assert_eq!(pipeline_state(PipelineStatus::Manual), Some("pending"));
+        assert_eq!(pipeline_state(PipelineStatus::Scheduled), Some("pending"));
+        assert_eq!(job_state(JobStatus::Skipped), None);
+        assert_eq!(job_state(JobStatus::Failed), Some("failed"));
+    }
+
+    #[test]
+    fn each_chat_gets_its_documented_shape() {
+        let doc = json!({
+            "event": "failed",
+            "project": {"path": "team/app"},
+            "pipeline": {"id": 7, "ref": "main", "short_sha": "abcdef12", "url": "http://ci/team/app/-/pipelines/7"},
+            "commit": {"title": "fix it", "author": "Dev"},
+            "user": "dev",
+            "failed_jobs": [{"name": "test", "stage": "test", "url": "http://ci/team/app/-/jobs/9"}],
+        });
+        let (subject, text) = message(&doc);
+        assert_eq!(subject, "❌ team/app: pipeline #7 failed on main");
+        assert!(
+            text.contains("Commit: abcdef12 fix it\nAuthor: Dev\nPushed by: dev\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- test (stage test): http://ci/team/app/-/jobs/9\n"),
+            "{text}"
+        );
+        assert!(
+            chat_body("slack", &doc)["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("*❌")
+        );
+        assert_eq!(chat_body("dingtalk", &doc)["msgtype"], "markdown");
+        assert_eq!(chat_body("feishu", &doc)["msg_type"], "text");
+        assert_eq!(chat_body("teams", &doc)["type"], "message");
+        assert_eq!(chat_body("generic", &doc), doc);
     }
 }
