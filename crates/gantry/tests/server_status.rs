@@ -66,12 +66,13 @@ fn outbox(s: &Server, project: i64) -> Vec<Value> {
         .clone()
 }
 
-/// Waits until nothing of the project's outbox is queued or being sent.
-fn wait_outbox_settled(s: &Server, project: i64) -> Vec<Value> {
+/// Waits until the success of pipeline `pipeline` is queued and nothing of the project's
+/// outbox is queued or being sent any more.
+fn wait_outbox_settled(s: &Server, project: i64, pipeline: i64) -> Vec<Value> {
     let end = Instant::now() + T;
     loop {
         let rows = outbox(s, project);
-        if !rows.is_empty()
+        if rows.iter().any(|r| is_success_of(r, pipeline))
             && rows
                 .iter()
                 .all(|r| !matches!(r["state"].as_str(), Some("queued" | "sending")))
@@ -81,6 +82,13 @@ fn wait_outbox_settled(s: &Server, project: i64) -> Vec<Value> {
         assert!(Instant::now() < end, "the outbox never settled: {rows:#?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Whether an outbox row is the commit status of pipeline `p`'s success.
+fn is_success_of(row: &Value, p: i64) -> bool {
+    row["key"]
+        .as_str()
+        .is_some_and(|k| k.starts_with(&format!("status:pipeline:{p}:success:")))
 }
 
 /// The states posted, repeats of the same state merged.
@@ -133,7 +141,7 @@ fn a_pipeline_posts_pending_running_and_success_to_gitlab_github_and_gitea() {
         }
         for (project, p) in &pipelines {
             assert_eq!(s.wait_pipeline(*p, T)["status"], "success", "{name}");
-            wait_outbox_settled(&s, *project);
+            wait_outbox_settled(&s, *project, *p);
         }
         let sha = s.get_pipeline(pipelines[0].1)["sha"]
             .as_str()
@@ -353,7 +361,10 @@ fn a_forge_that_is_down_gets_the_status_later_and_the_pipeline_does_not_wait() {
         let end = Instant::now() + T;
         let row = loop {
             let rows = outbox(&s, project);
-            if let Some(r) = rows.first().filter(|r| r["attempts"].as_i64() >= Some(3)) {
+            if let Some(r) = rows
+                .first()
+                .filter(|r| is_success_of(r, p) && r["attempts"].as_i64() >= Some(3))
+            {
                 break r.clone();
             }
             assert!(Instant::now() < end, "{name}: no retries: {rows:#?}");
@@ -373,7 +384,7 @@ fn a_forge_that_is_down_gets_the_status_later_and_the_pipeline_does_not_wait() {
                 .mount(&forge)
                 .await;
         });
-        let rows = wait_outbox_settled(&s, project);
+        let rows = wait_outbox_settled(&s, project, p);
         let reqs = requests(&rt, &forge);
         assert_eq!(
             body(reqs.last().unwrap())["state"],
@@ -391,5 +402,61 @@ fn a_forge_that_is_down_gets_the_status_later_and_the_pipeline_does_not_wait() {
                 .all(|r| r["state"] == "superseded" || r["state"] == "done"),
             "{name}: {rows:#?}"
         );
+    }
+}
+
+#[test]
+fn a_refused_status_fails_at_once_and_a_state_gitlab_already_has_is_no_error() {
+    let rt = runtime();
+    for db in backends("status_refused") {
+        let name = db.name();
+        let repo = Project::new("build:\n  script: [echo built]\n");
+        let s = Server::start(Options::new(&db));
+        let forge = rt.block_on(async {
+            let f = MockServer::start().await;
+            Mock::given(method("POST"))
+                .respond_with(
+                    ResponseTemplate::new(401)
+                        .set_body_json(json!({"message": "401 Unauthorized"})),
+                )
+                .mount(&f)
+                .await;
+            f
+        });
+        let project = s.project("team/app", repo.path());
+        s.api()
+            .put(
+                &format!("/api/v1/projects/{project}/forge"),
+                json!({"kind": "gitlab", "api_url": forge.uri(), "repository": "9", "token": "revoked"}),
+            )
+            .unwrap();
+        let p = id(&s.pipeline(project, "main"));
+        assert_eq!(s.wait_pipeline(p, T)["status"], "success", "{name}");
+        let rows = wait_outbox_settled(&s, project, p);
+        let last = &rows[0];
+        assert_eq!(
+            (last["state"].clone(), last["attempts"].clone()),
+            (json!("failed"), json!(1)),
+            "{name}: {rows:#?}"
+        );
+        assert!(
+            last["last_error"].as_str().unwrap().contains("401"),
+            "{name}: {last}"
+        );
+
+        rt.block_on(async {
+            forge.reset().await;
+            Mock::given(method("POST"))
+                .respond_with(ResponseTemplate::new(400).set_body_json(
+                    json!({"message": "Cannot transition status via :enqueue from :pending"}),
+                ))
+                .mount(&forge)
+                .await;
+        });
+        let p = id(&s.pipeline(project, "main"));
+        assert_eq!(s.wait_pipeline(p, T)["status"], "success", "{name}");
+        let rows = wait_outbox_settled(&s, project, p);
+        assert_eq!(rows[0]["state"], "done", "{name}: {rows:#?}");
+        assert_eq!(rows[0]["pipeline_id"], p, "{name}");
     }
 }

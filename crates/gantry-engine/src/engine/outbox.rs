@@ -240,7 +240,15 @@ impl Engine {
         let Some(state) = gantry_state else {
             return Outcome::Done; // nothing a forge shows (created)
         };
-        let description = format!("{what} {}", describe(state));
+        let waiting = job
+            .as_ref()
+            .map_or(p.status == PipelineStatus::Manual, |j| {
+                j.status == JobStatus::Manual
+            });
+        let description = match waiting {
+            true => format!("{what} is waiting for a manual action"),
+            false => format!("{what} {}", describe(state)),
+        };
         let base = forge.api_url.trim_end_matches('/');
         let (req, body) = match forge.kind.as_str() {
             "gitlab" => {
@@ -311,7 +319,16 @@ impl Engine {
                 (req, body)
             }
         };
-        http_outcome(req.json(&body).send().await, None).await
+        match http_outcome(req.json(&body).send().await, None).await {
+            // GitLab refuses to set the state a status already has (`pending` for a
+            // scheduled, then a manual pipeline): it has it, which is what was asked.
+            Outcome::Fail(e)
+                if forge.kind == "gitlab" && e.contains("Cannot transition status") =>
+            {
+                Outcome::Done
+            }
+            other => other,
+        }
     }
 
     // ---- chat -----------------------------------------------------------------------------
