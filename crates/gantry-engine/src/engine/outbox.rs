@@ -9,7 +9,7 @@
 //!          | temporary failure (network, 5xx, 429) ─► queued again after base·2^(n-1),
 //!            capped at retry_max; given up (failed) after max_attempts or max_age
 //!          | permanent failure (4xx, a removed channel) ─► failed
-//!   ─► sleep until the next row is due (at most a second), or until woken by a new row
+//!   ─► sleep until the next row is due (at most 5 s), or until woken by a new row
 //! every hour: finished rows older than 30 days are forgotten
 //! ```
 //!
@@ -31,6 +31,8 @@ use std::time::Duration;
 
 /// Groups sent at once.
 const CONCURRENCY: usize = 4;
+/// The longest sleep between two looks at the outbox, in ms.
+const IDLE_MS: i64 = 5000;
 /// Rows read per round.
 const BATCH: i64 = 64;
 /// Finished rows are kept this long (the outbox's API shows them), then forgotten.
@@ -101,7 +103,9 @@ impl Engine {
                     tracing::warn!("outbox: {e}");
                 }
                 let next = this.inner.db.outbox_next_due().await.ok().flatten();
-                let wait = next.map_or(1000, |at| (at - now_ms()).clamp(10, 1000));
+                // Rows queued by this process wake the loop; a look every few seconds finds
+                // those of other servers on the same database.
+                let wait = next.map_or(IDLE_MS, |at| (at - now_ms()).clamp(10, IDLE_MS));
                 tokio::select! {
                     _ = this.inner.sender.wake.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
