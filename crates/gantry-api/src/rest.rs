@@ -464,3 +464,91 @@ pub struct Polling {
     /// How many branches and tags the polls have recorded.
     pub refs_seen: usize,
 }
+
+/// `PUT /api/v1/projects/{project}/forge`: where the project's commit statuses go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgeSettings {
+    /// `gitlab`, `github`, `gitea` or `forgejo`.
+    pub kind: String,
+    /// The forge's base URL: `https://gitlab.example.com`, `https://api.github.com` (GitHub
+    /// Enterprise: `https://HOST/api/v3`), `https://gitea.example.com`.
+    pub api_url: String,
+    /// GitLab: the project's id or path (`group/app`); GitHub, Gitea: `owner/repo`.
+    pub repository: String,
+    /// An access token that may set commit statuses. Write-only: never shown back. Leave it
+    /// out to keep the token already stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Report every job too, not only the pipeline.
+    #[serde(default)]
+    pub job_statuses: bool,
+}
+
+/// A project's forge as the API shows it: never the token, only whether it is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forge {
+    pub project_id: i64,
+    /// `gitlab`, `github` or `gitea` (Forgejo is Gitea).
+    pub kind: String,
+    pub api_url: String,
+    pub repository: String,
+    pub token_set: bool,
+    pub job_statuses: bool,
+    pub updated_at: i64,
+}
+
+/// `POST /api/v1/projects/{project}/notifications`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationCreate {
+    /// `email`, or a chat webhook: `slack` (and Slack-compatible: Mattermost, Rocket.Chat),
+    /// `dingtalk`, `feishu` (Lark), `teams`, `generic` (Gantry's JSON event document).
+    pub kind: String,
+    /// Email: the addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    /// Chat: the incoming webhook's URL. Write-only (it carries a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Among `failed`, `fixed`, `succeeded`, `manual` [default: failed, fixed, manual].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+}
+
+/// A notification channel as the API shows it: never a webhook's URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: i64,
+    pub project_id: i64,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    pub url_set: bool,
+    pub events: Vec<String>,
+    pub created_at: i64,
+}
+
+/// A message of the outbox: a commit status, an email or a chat message, and how sending it
+/// went. Never a token, a webhook URL or the message itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub id: i64,
+    /// `commit_status`, `email` or `chat`.
+    pub kind: String,
+    /// What it is for: `status:pipeline:12:running:…`, `notify:3:pipeline:12:failed:…`.
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<i64>,
+    /// `queued`, `sending`, `done`, `failed` (given up) or `superseded` (a newer status of the
+    /// same pipeline or job was queued: the older one is not sent).
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}

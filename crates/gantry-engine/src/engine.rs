@@ -23,12 +23,15 @@
 //! changes are also conditional in the database.
 
 pub mod accounts;
+mod notify;
+mod outbox;
 mod polling;
 mod schedules;
 mod secrets;
 mod triggers;
 mod webhooks;
 
+pub use notify::{NotifyConfig, SmtpConfig, SmtpTls};
 pub use webhooks::{HookBody, HookRequest};
 
 use crate::dag::{self, Decision, Node};
@@ -79,6 +82,8 @@ pub struct EngineConfig {
     pub audit_retention: Duration,
     /// The time cron schedules and polling go by: the system's, or a manual one in tests.
     pub clock: crate::Clock,
+    /// Commit statuses and notifications: SMTP, retries, timeouts.
+    pub notify: NotifyConfig,
 }
 
 const STRIPES: usize = 64;
@@ -117,6 +122,8 @@ struct Inner {
     next_conn: AtomicU64,
     keys: secrets::Keys,
     logins: accounts::LoginLimiter,
+    /// The outbox's sender (commit statuses, notifications).
+    sender: outbox::Sender,
     admin_hash: String,
     registration_hash: String,
     polls: polling::Polls,
@@ -178,6 +185,7 @@ impl Engine {
         registration_token: &str,
     ) -> Result<Engine> {
         let keys = secrets::Keys::new(config.keyring.clone(), config.secrets_key_file.clone());
+        let sender = outbox::Sender::new(config.notify.timeout);
         let engine = Engine {
             inner: Arc::new(Inner {
                 db,
@@ -192,6 +200,7 @@ impl Engine {
                 next_conn: AtomicU64::new(1),
                 keys,
                 logins: accounts::LoginLimiter::default(),
+                sender,
                 admin_hash: hash_token(admin_token),
                 registration_hash: hash_token(registration_token),
                 polls: polling::Polls::default(),
@@ -208,6 +217,7 @@ impl Engine {
                 }
             }
         });
+        engine.start_outbox().await?;
         let ticker = engine.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_millis(250));
@@ -809,6 +819,7 @@ impl Engine {
         }
         row.trigger_json = serde_json::to_string(&trigger).expect("triggers serialize");
         let (id, ids) = self.inner.db.create_pipeline(&row, &jobs).await?;
+        self.pipeline_stored(id).await;
         trigger.pipeline_id = id as u64;
         trigger.pipeline_iid = id as u64;
         // Pipelines on the same ref as listed: a merge request's are not its branch's.
@@ -989,6 +1000,7 @@ impl Engine {
                 }
             }
             let mut ready = Vec::new();
+            let mut manual = Vec::new();
             for (i, d) in changes {
                 let j = &jobs[i];
                 let db = &self.inner.db;
@@ -998,8 +1010,13 @@ impl Engine {
                             .await?
                     }
                     Decision::Manual => {
-                        db.transition(j.id, &[JobStatus::Created], JobStatus::Manual)
-                            .await?
+                        let done = db
+                            .transition(j.id, &[JobStatus::Created], JobStatus::Manual)
+                            .await?;
+                        if done {
+                            manual.push(j.id);
+                        }
+                        done
                     }
                     Decision::Delay(secs) => {
                         db.schedule_job(j.id, now_ms() + secs as i64 * 1000).await?
@@ -1018,11 +1035,7 @@ impl Engine {
             if row.status == PipelineStatus::Canceled && !status.contains(&JobStatus::Running) {
                 pstatus = PipelineStatus::Canceled;
             }
-            let changed = self
-                .inner
-                .db
-                .set_pipeline_status(pipeline_id, pstatus)
-                .await?;
+            let changed = self.set_pipeline_status(pipeline_id, pstatus).await?;
             for (j, def) in ready {
                 if def.child.is_some() {
                     self.start_child_later(j.id);
@@ -1032,6 +1045,7 @@ impl Engine {
                     self.queue(&j);
                 }
             }
+            self.jobs_made_manual(pipeline_id, &manual).await;
             changed && pstatus.is_finished()
         };
         self.pump().await;
@@ -1158,9 +1172,7 @@ impl Engine {
                     }
                 }
             }
-            self.inner
-                .db
-                .set_pipeline_status(id, PipelineStatus::Canceled)
+            self.set_pipeline_status(id, PipelineStatus::Canceled)
                 .await?;
             self.advance(id).await?;
         }
@@ -1226,9 +1238,7 @@ impl Engine {
                 self.inner.db.retry_job(j.id, &next_attempt(j)).await?;
             }
             // The pipeline runs again.
-            self.inner
-                .db
-                .set_pipeline_status(id, PipelineStatus::Running)
+            self.set_pipeline_status(id, PipelineStatus::Running)
                 .await?;
         }
         self.advance(id).await?;
@@ -1316,9 +1326,7 @@ impl Engine {
                         .await?;
                 }
             }
-            self.inner
-                .db
-                .set_pipeline_status(j.pipeline_id, PipelineStatus::Running)
+            self.set_pipeline_status(j.pipeline_id, PipelineStatus::Running)
                 .await?;
             new_id
         };
@@ -1338,9 +1346,7 @@ impl Engine {
         if self.inner.db.play_job(id, user).await? {
             let j = self.job_row(id).await?;
             self.queue(&j);
-            self.inner
-                .db
-                .set_pipeline_status(j.pipeline_id, PipelineStatus::Running)
+            self.set_pipeline_status(j.pipeline_id, PipelineStatus::Running)
                 .await?;
             self.pump().await;
         }
@@ -1394,6 +1400,7 @@ impl Engine {
             self.dispatcher().release(q.job_id);
             return Ok(());
         };
+        self.job_changed(&j).await;
         metrics::histogram!("gantry_job_pickup_seconds")
             .record((now_ms() - q.queued_at).max(0) as f64 / 1000.0);
         let payload = self.payload(&j, token).await?;
@@ -1423,9 +1430,7 @@ impl Engine {
 
     /// A job started: the pipeline is running.
     async fn advance_status_only(&self, pipeline_id: i64) -> Result<()> {
-        self.inner
-            .db
-            .set_pipeline_status(pipeline_id, PipelineStatus::Running)
+        self.set_pipeline_status(pipeline_id, PipelineStatus::Running)
             .await?;
         Ok(())
     }
@@ -1524,6 +1529,9 @@ impl Engine {
         // the job's final state. A crash in between leaves a live log of a finished job,
         // which `recover` compresses.
         let ended = self.inner.db.finish_job(j.id, from, &end).await?;
+        if ended {
+            self.job_changed(j).await;
+        }
         if !ended {
             // Canceled before the agent reported: keep what it sent.
             self.inner

@@ -136,6 +136,7 @@ impl Running {
                 secrets_key_file: None,
                 clock: clock.clone(),
                 audit_retention: Duration::from_secs(86_400),
+                notify: Default::default(),
             };
             Engine::start(
                 config,

@@ -61,6 +61,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0003_schedules.sql"),
     ),
     (
+        4,
+        "outbox",
+        include_str!("../migrations/sqlite/0004_outbox.sql"),
+    ),
+    (
         5,
         "triggers",
         include_str!("../migrations/sqlite/0005_triggers.sql"),
@@ -86,6 +91,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "schedules",
         include_str!("../migrations/postgres/0003_schedules.sql"),
+    ),
+    (
+        4,
+        "outbox",
+        include_str!("../migrations/postgres/0004_outbox.sql"),
     ),
     (
         5,
@@ -316,6 +326,7 @@ impl Db {
                 }
             }
         }
+        crate::outbox::reseal_notify(&mut tx, keyring, &mut done).await?;
         tx.commit().await?;
         Ok(done)
     }
@@ -1054,10 +1065,10 @@ impl PageReq {
         }
     }
     /// One more than the page, to know whether a next page exists.
-    fn limit(self) -> i64 {
+    pub(crate) fn limit(self) -> i64 {
         i64::from(self.per_page) + 1
     }
-    fn offset(self) -> i64 {
+    pub(crate) fn offset(self) -> i64 {
         i64::from(self.page - 1) * i64::from(self.per_page)
     }
     /// Splits the fetched rows into the page and the next page's number.

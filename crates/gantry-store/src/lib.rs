@@ -9,12 +9,15 @@
 //!   compressed when it ends, read whole or by byte range, followed live.
 //! - [`secrets`]: secrets at rest: the [`Keyring`] that seals values (XChaCha20-Poly1305,
 //!   a key id, bound to their row) and its key file, with rotation.
+//! - [`outbox`]: commit statuses and notifications: a project's forge, its notification
+//!   channels and the outbox that queues what to send (once per event, retried).
 //! - [`error`]: [`StoreError`], with a full disk as its own case.
 
 pub mod blob;
 pub mod db;
 pub mod error;
 pub mod logs;
+pub mod outbox;
 pub mod secrets;
 
 pub use db::Db;

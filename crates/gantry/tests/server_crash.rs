@@ -398,9 +398,11 @@ fn a_full_disk_fails_writes_clearly_and_the_store_stays_consistent() {
         };
         if matches!(db, common::server::Backend::Sqlite) {
             // Room for a small write, not for a big one: a pipeline whose row fits but
-            // whose plan (a 100 KiB variable in its trigger) does not.
+            // whose plan (a 1 MiB variable in its trigger) does not. (The write-ahead log
+            // keeps its size after a checkpoint and is written over from its start: writes
+            // smaller than it need no new disk space.)
             std::fs::remove_file(&reserve).unwrap();
-            let big = "v".repeat(100 << 10);
+            let big = "v".repeat(1 << 20);
             let r = s.api().post(
                 &format!("/api/v1/projects/{project}/pipelines"),
                 json!({"ref": "main", "sha": sha, "variables": [
@@ -411,7 +413,8 @@ fn a_full_disk_fails_writes_clearly_and_the_store_stays_consistent() {
             let e = r.expect_err("no room for the plan");
             assert_eq!(e.status, 507, "{name}: {e}");
             assert_eq!(e.body["code"], "storage_full", "{name}: {e}");
-            // Nothing half-made: no pipeline, or a failed one that says why.
+            // Nothing half-made: no pipeline, or a failed one that says why (besides the
+            // one made while the disk was full, whose job waits for room: below).
             let list = s
                 .api()
                 .get(&format!("/api/v1/projects/{project}/pipelines"))

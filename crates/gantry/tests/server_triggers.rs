@@ -207,10 +207,9 @@ fn trigger_tokens_start_pipelines_of_their_project_only() {
             .unwrap();
         assert!(listed[0]["last_used_at"].is_i64(), "{listed}");
         let tid = listed[0]["id"].as_i64().unwrap();
-        let (status, _) = s
-            .api()
-            .delete(&format!("/api/v1/projects/{project}/triggers/{tid}"));
-        assert_eq!(status, 204, "{name}");
+        s.api()
+            .delete(&format!("/api/v1/projects/{project}/triggers/{tid}"))
+            .unwrap_or_else(|e| panic!("{name}: revoking: {e}"));
         let again = json!({"token": token}).to_string();
         refused(
             post_raw(&s, &trigger, "application/json", again.as_bytes()),

@@ -8,6 +8,7 @@ pub mod files;
 pub mod hooks;
 pub mod logs;
 pub mod meta;
+pub mod notify;
 pub mod schedules;
 pub mod triggers;
 
@@ -245,6 +246,28 @@ pub const ROUTES: &[Route] = &[
         None,
     ),
     r(
+        "PUT",
+        "/api/v1/projects/{project}/forge",
+        Project(Role::Maintainer),
+        "Set the forge that gets the project's commit statuses (GitLab, GitHub, Gitea/Forgejo); \
+         the token is write-only",
+        Some("ForgeSettings"),
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/forge",
+        Project(Role::Maintainer),
+        "The project's forge: kind, API URL, repository, whether a token is set",
+        None,
+    ),
+    r(
+        "DELETE",
+        "/api/v1/projects/{project}/forge",
+        Project(Role::Maintainer),
+        "Stop sending commit statuses",
+        None,
+    ),
+    r(
         "GET",
         "/api/v1/projects/{project}/polling",
         Project(Role::Maintainer),
@@ -257,6 +280,35 @@ pub const ROUTES: &[Route] = &[
         Project(Role::Maintainer),
         "Poll the remote every interval_secs for new commits (null: stop polling)",
         Some("PollingUpdate"),
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/notifications",
+        Project(Role::Maintainer),
+        "The project's notification channels (email, chat webhooks) and their events",
+        None,
+    ),
+    r(
+        "POST",
+        "/api/v1/projects/{project}/notifications",
+        Project(Role::Maintainer),
+        "Add a notification channel: email recipients or a chat webhook (slack, dingtalk, \
+         feishu, teams, generic) for failed, fixed, succeeded, manual",
+        Some("NotificationCreate"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/projects/{project}/notifications/{id}",
+        Project(Role::Maintainer),
+        "Remove a notification channel",
+        None,
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/outbox",
+        Project(Role::Maintainer),
+        "Commit statuses and notifications, newest first: state, attempts, last error",
+        None,
     ),
     r(
         "POST",
@@ -476,6 +528,15 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/projects/{project}/schedules/{id}/play") => post(schedules::play),
         ("GET", "/api/v1/projects/{project}/polling") => get(schedules::get_polling),
         ("PUT", "/api/v1/projects/{project}/polling") => put(schedules::set_polling),
+        ("PUT", "/api/v1/projects/{project}/forge") => put(notify::put_forge),
+        ("GET", "/api/v1/projects/{project}/forge") => get(notify::get_forge),
+        ("DELETE", "/api/v1/projects/{project}/forge") => delete(notify::delete_forge),
+        ("GET", "/api/v1/projects/{project}/notifications") => get(notify::list_notifications),
+        ("POST", "/api/v1/projects/{project}/notifications") => post(notify::add_notification),
+        ("DELETE", "/api/v1/projects/{project}/notifications/{id}") => {
+            delete(notify::delete_notification)
+        }
+        ("GET", "/api/v1/projects/{project}/outbox") => get(notify::outbox),
         ("POST", "/api/v1/hooks/{forge}/{*project}") => post(hooks::receive),
         ("POST", "/api/v1/projects/{project}/triggers") => post(triggers::create),
         ("GET", "/api/v1/projects/{project}/triggers") => get(triggers::list),
@@ -628,6 +689,15 @@ pub fn openapi() -> Value {
                         "default_branch": {"type": "string"}, "pipeline_file": {"type": "string"},
                         "username": {"type": "string"}, "password": {"type": "string"}, "ssh_key": {"type": "string"},
                         "webhook_secret": {"type": "string"}, "poll_interval_secs": {"type": "integer", "minimum": 1}}},
+                "ForgeSettings": {"type": "object", "required": ["kind", "api_url", "repository"],
+                    "properties": {"kind": {"type": "string", "enum": ["gitlab", "github", "gitea", "forgejo"]},
+                        "api_url": {"type": "string"}, "repository": {"type": "string"},
+                        "token": {"type": "string", "writeOnly": true}, "job_statuses": {"type": "boolean"}}},
+                "NotificationCreate": {"type": "object", "required": ["kind"],
+                    "properties": {"kind": {"type": "string", "enum": ["email", "slack", "dingtalk", "feishu", "teams", "generic"]},
+                        "recipients": {"type": "array", "items": {"type": "string"}},
+                        "url": {"type": "string", "writeOnly": true},
+                        "events": {"type": "array", "items": {"type": "string", "enum": ["failed", "fixed", "succeeded", "manual"]}}}},
                 "ForgePayload": {"type": "object",
                     "description": "The forge's own JSON payload, unchanged, with its headers (event, delivery id, signature or token)"},
                 "PipelineCreate": {"type": "object",

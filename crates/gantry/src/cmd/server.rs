@@ -7,6 +7,8 @@
 //! `registration-token` (for `gantry agent --token`) and `secrets.key`, the keyring that
 //! encrypts project credentials and webhook secrets in the database (see [`keyring`]).
 
+mod notify;
+
 use anyhow::{Context, Result};
 use gantry_engine::{Engine, EngineConfig};
 use gantry_runner::agent::{AgentConfig, ExecutorKind};
@@ -60,6 +62,9 @@ pub struct Args {
     /// Days the audit log keeps its entries.
     #[arg(long, default_value_t = 365, env = "GANTRY_AUDIT_RETENTION_DAYS")]
     pub audit_retention_days: u64,
+    /// Email (SMTP) and the outbox of commit statuses and notifications.
+    #[command(flatten)]
+    pub notify: notify::NotifyArgs,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -177,6 +182,7 @@ async fn serve(args: Args) -> Result<ExitCode> {
         secrets_key_file: key_file,
         audit_retention: Duration::from_secs(args.audit_retention_days.max(1) * 86_400),
         clock: gantry_engine::Clock::System,
+        notify: args.notify.config()?,
     };
     let engine = Engine::start(config, db, logs, blobs, &admin, &registration)
         .await

@@ -70,6 +70,9 @@ pub struct Options {
     /// Make the data directory inside this directory (e.g. a small tmpfs) instead of the
     /// system's temporary directory; the server's stderr is then kept outside it.
     pub data_in: Option<PathBuf>,
+    /// More arguments and environment variables for `gantry server`.
+    pub server_args: Vec<String>,
+    pub server_env: Vec<(String, String)>,
 }
 
 impl Options {
@@ -82,6 +85,8 @@ impl Options {
             lease_secs: 30,
             heartbeat_secs: 1,
             data_in: None,
+            server_args: Vec::new(),
+            server_env: Vec::new(),
         }
     }
 }
@@ -147,6 +152,8 @@ impl Server {
         if let Backend::Postgres(url) = &self.opts.backend {
             cmd.args(["--database-url", url]);
         }
+        cmd.args(&self.opts.server_args);
+        cmd.envs(self.opts.server_env.iter().map(|(k, v)| (k, v)));
         if self.opts.local_agent {
             cmd.args(["--local-agent-executor", self.opts.local_executor])
                 .args([
@@ -606,16 +613,15 @@ impl Api {
         Self::finish(r.send(body.to_string()).expect("the server answers"))
     }
 
-    /// A DELETE: its status and body, whatever they are.
-    pub fn delete(&self, path: &str) -> (u16, Value) {
+    pub fn put(&self, path: &str, body: Value) -> Result<Value, HttpErr> {
+        let r = self.auth(self.agent().put(&format!("{}{path}", self.url)));
+        let r = r.header("content-type", "application/json");
+        Self::finish(r.send(body.to_string()).expect("the server answers"))
+    }
+
+    pub fn delete(&self, path: &str) -> Result<Value, HttpErr> {
         let r = self.auth(self.agent().delete(&format!("{}{path}", self.url)));
-        let mut resp = r.call().expect("the server answers");
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        Self::finish(r.call().expect("the server answers"))
     }
 }
 
