@@ -10,43 +10,9 @@ use gantry_store::db::{
 use gantry_store::secrets::ExposeSecret;
 use gantry_store::{Db, Keyring, StoreError};
 use std::collections::BTreeMap;
+use support::backends;
 
-/// A fresh database per test and backend.
-async fn backends(test: &str) -> Vec<(Db, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("gantry.db").display());
-    let mut out = vec![(Db::connect(&url).await.unwrap(), Some(dir))];
-    match std::env::var("GANTRY_TEST_POSTGRES_URL") {
-        Ok(base) => out.push((fresh_postgres(&base, test).await, None)),
-        Err(_) if std::env::var("GANTRY_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-            panic!(
-                "GANTRY_REQUIRE_POSTGRES=1 but GANTRY_TEST_POSTGRES_URL is not set: run scripts/postgres start"
-            )
-        }
-        Err(_) => eprintln!("skipping PostgreSQL: GANTRY_TEST_POSTGRES_URL is not set"),
-    }
-    out
-}
-
-/// Creates (or recreates) a database named after the test on the server at `base`.
-pub async fn fresh_postgres(base: &str, test: &str) -> Db {
-    use sqlx::Connection;
-    let name = format!("gantry_{}_{}", test, std::process::id());
-    let mut admin = sqlx::AnyConnection::connect(base).await.unwrap();
-    sqlx::any::install_default_drivers();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name}"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    Db::connect(&format!("{prefix}/{name}")).await.unwrap()
-}
+mod support;
 
 fn project(path: &str) -> NewProject {
     NewProject {

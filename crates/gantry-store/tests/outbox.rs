@@ -6,39 +6,9 @@ use gantry_store::db::{NewProject, PageReq, now_ms};
 use gantry_store::outbox::{ForgeRow, NewChannel, NewOutbox, channel_url_aad, forge_token_aad};
 use gantry_store::secrets::ExposeSecret;
 use gantry_store::{Db, Keyring};
+use support::backends;
 
-async fn backends(test: &str) -> Vec<(Db, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("gantry.db").display());
-    let mut out = vec![(Db::connect(&url).await.unwrap(), Some(dir))];
-    match std::env::var("GANTRY_TEST_POSTGRES_URL") {
-        Ok(base) => {
-            use sqlx::Connection;
-            sqlx::any::install_default_drivers();
-            let name = format!("gantry_{}_{}", test, std::process::id());
-            let mut admin = sqlx::AnyConnection::connect(&base).await.unwrap();
-            for sql in [
-                format!("DROP DATABASE IF EXISTS {name}"),
-                format!("CREATE DATABASE {name}"),
-            ] {
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut admin)
-                    .await
-                    .unwrap();
-            }
-            let (prefix, _) = base.rsplit_once('/').unwrap();
-            out.push((
-                Db::connect(&format!("{prefix}/{name}")).await.unwrap(),
-                None,
-            ));
-        }
-        Err(_) if std::env::var("GANTRY_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-            panic!("GANTRY_REQUIRE_POSTGRES=1 but GANTRY_TEST_POSTGRES_URL is not set")
-        }
-        Err(_) => eprintln!("skipping PostgreSQL: GANTRY_TEST_POSTGRES_URL is not set"),
-    }
-    out
-}
+mod support;
 
 async fn project(db: &Db, path: &str) -> i64 {
     db.insert_project(&NewProject {

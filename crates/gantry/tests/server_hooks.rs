@@ -209,17 +209,6 @@ fn project_with_secret(s: &Server, path: &str, repo: &Path, secret: &str) -> i64
     id(&p)
 }
 
-fn pipeline_count(s: &Server, project: i64) -> usize {
-    s.api()
-        .get(&format!(
-            "/api/v1/projects/{project}/pipelines?per_page=100"
-        ))
-        .unwrap()["items"]
-        .as_array()
-        .unwrap()
-        .len()
-}
-
 /// The `show` job's log of a finished pipeline, which must have succeeded.
 fn show_log(s: &Server, pipeline: i64, what: &str) -> String {
     let p = s.wait_pipeline(pipeline, T);
@@ -287,7 +276,7 @@ fn gitlab_pushes_start_pipelines_and_refused_requests_create_nothing() {
             "not_found",
             name,
         );
-        assert_eq!(pipeline_count(&s, project), 0, "{name}");
+        assert_eq!(s.pipeline_count(project), 0, "{name}");
 
         // The route table says how the route is authenticated.
         let doc = s.api().get("/api/v1/openapi.json").unwrap();
@@ -371,7 +360,7 @@ fn gitlab_pushes_start_pipelines_and_refused_requests_create_nothing() {
         let log = show_log(&s, pipeline, name);
         assert!(log.contains("ref=v1.0 tag=v1.0"), "{name}: {log}");
 
-        assert_eq!(pipeline_count(&s, project), 3, "{name}");
+        assert_eq!(s.pipeline_count(project), 3, "{name}");
 
         // Every request is on record, newest first, without the secret or the body.
         let list = s
@@ -499,7 +488,7 @@ fn github_gitea_and_forgejo_deliveries_are_verified_and_never_replayed() {
             "replayed",
             name,
         );
-        assert_eq!(pipeline_count(&s, project), 1, "{name}");
+        assert_eq!(s.pipeline_count(project), 1, "{name}");
 
         // Two copies of one delivery at the same moment: one pipeline.
         repo.commit("two");
@@ -514,7 +503,7 @@ fn github_gitea_and_forgejo_deliveries_are_verified_and_never_replayed() {
         let mut sorted = statuses.clone();
         sorted.sort();
         assert_eq!(sorted, [201, 409, 409], "{name}: {statuses:?}");
-        assert_eq!(pipeline_count(&s, project), 2, "{name}");
+        assert_eq!(s.pipeline_count(project), 2, "{name}");
 
         // A ping and a malformed payload.
         let ping = serde_json::to_vec(&fixture("github/ping.json")).unwrap();

@@ -39,17 +39,6 @@ fn post_raw(s: &Server, path: &str, content_type: &str, body: &[u8]) -> (u16, Va
     )
 }
 
-fn pipeline_count(s: &Server, project: i64) -> usize {
-    s.api()
-        .get(&format!(
-            "/api/v1/projects/{project}/pipelines?per_page=100"
-        ))
-        .unwrap()["items"]
-        .as_array()
-        .unwrap()
-        .len()
-}
-
 /// The `show` job's log of a pipeline that must succeed.
 fn show_log(s: &Server, pipeline: i64, what: &str) -> String {
     let p = s.wait_pipeline(pipeline, T);
@@ -145,7 +134,7 @@ fn trigger_tokens_start_pipelines_of_their_project_only() {
         let log = show_log(&s, id(&p), name);
         assert!(log.contains("ref=release"), "{name}: {log}");
         assert!(log.contains("greeting=multi"), "{name}: {log}");
-        let count = pipeline_count(&s, project);
+        let count = s.pipeline_count(project);
         assert_eq!(count, 3, "{name}");
 
         // Refused: no token, a wrong one, another project's, a typo'd field, a bad variable
@@ -198,7 +187,7 @@ fn trigger_tokens_start_pipelines_of_their_project_only() {
             400,
             name,
         );
-        assert_eq!(pipeline_count(&s, project), count, "{name}");
+        assert_eq!(s.pipeline_count(project), count, "{name}");
 
         // Listed as used; once revoked, it starts nothing.
         let listed = s
@@ -216,7 +205,7 @@ fn trigger_tokens_start_pipelines_of_their_project_only() {
             403,
             name,
         );
-        assert_eq!(pipeline_count(&s, project), count, "{name}");
+        assert_eq!(s.pipeline_count(project), count, "{name}");
         // Only the administrator manages tokens.
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)

@@ -2,8 +2,47 @@
 
 #![allow(dead_code)]
 
+use gantry_store::Db;
 use std::path::Path;
 use std::process::Command;
+
+/// A fresh database per test and backend: SQLite always (its directory comes along), and
+/// PostgreSQL when the test command has started one (`GANTRY_TEST_POSTGRES_URL`;
+/// `GANTRY_REQUIRE_POSTGRES=1` makes its absence a failure instead of a skip).
+pub async fn backends(test: &str) -> Vec<(Db, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("gantry.db").display());
+    let mut out = vec![(Db::connect(&url).await.unwrap(), Some(dir))];
+    match std::env::var("GANTRY_TEST_POSTGRES_URL") {
+        Ok(base) => out.push((fresh_postgres(&base, test).await, None)),
+        Err(_) if std::env::var("GANTRY_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+            panic!(
+                "GANTRY_REQUIRE_POSTGRES=1 but GANTRY_TEST_POSTGRES_URL is not set: run scripts/postgres start"
+            )
+        }
+        Err(_) => eprintln!("skipping PostgreSQL: GANTRY_TEST_POSTGRES_URL is not set"),
+    }
+    out
+}
+
+/// Creates (or recreates) a database named after the test on the server at `base`.
+pub async fn fresh_postgres(base: &str, test: &str) -> Db {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let name = format!("gantry_{}_{}", test, std::process::id());
+    let mut admin = sqlx::AnyConnection::connect(base).await.unwrap();
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    Db::connect(&format!("{prefix}/{name}")).await.unwrap()
+}
 
 /// Log-like content, the same for the same offset whoever generates it: 64-byte lines,
 /// `{line number:012} ...text...\n`. Fills `buf` with the log's bytes from `offset`.

@@ -257,6 +257,18 @@ impl Server {
         p["id"].as_i64().unwrap()
     }
 
+    /// How many pipelines the project has (up to 100).
+    pub fn pipeline_count(&self, project: i64) -> usize {
+        self.api()
+            .get(&format!(
+                "/api/v1/projects/{project}/pipelines?per_page=100"
+            ))
+            .unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    }
+
     /// Creates a pipeline on `git_ref` and returns its document.
     pub fn pipeline(&self, project: i64, git_ref: &str) -> Value {
         self.api()
