@@ -11,14 +11,13 @@
 mod common;
 
 use common::Project;
+use common::fake::{bodies, fake, runtime};
 use common::server::{Options, Server, backends, id};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -34,48 +33,11 @@ deploy:
   script: [echo deployed]
 "#;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A fake chat service answering every POST with `reply`.
-fn fake(rt: &tokio::runtime::Runtime, reply: Value) -> MockServer {
-    rt.block_on(async {
-        let s = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(reply))
-            .mount(&s)
-            .await;
-        s
-    })
-}
-
-fn requests(rt: &tokio::runtime::Runtime, s: &MockServer) -> Vec<Value> {
-    rt.block_on(s.received_requests())
-        .unwrap_or_default()
-        .iter()
-        .map(|r: &Request| serde_json::from_slice(&r.body).unwrap())
-        .collect()
-}
-
-fn outbox(s: &Server, project: i64) -> Vec<Value> {
-    s.api()
-        .get(&format!("/api/v1/projects/{project}/outbox?per_page=100"))
-        .unwrap()["items"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 /// Waits until `n` rows of the project's outbox are done and none is queued or sending.
 fn wait_sent(s: &Server, project: i64, n: usize) -> Vec<Value> {
     let end = Instant::now() + T;
     loop {
-        let rows = outbox(s, project);
+        let rows = s.outbox(project);
         let done = rows.iter().filter(|r| r["state"] == "done").count();
         let busy = rows
             .iter()
@@ -107,8 +69,8 @@ fn failed_fixed_and_succeeded_reach_slack_and_dingtalk_once_each() {
         let repo = Project::new(PIPELINE);
         let mut s = Server::start(Options::new(&db));
         let project = s.project("team/app", repo.path());
-        let slack = fake(&rt, json!({}));
-        let ding = fake(&rt, json!({"errcode": 0, "errmsg": "ok"}));
+        let slack = fake(&rt, 200, json!({}));
+        let ding = fake(&rt, 200, json!({"errcode": 0, "errmsg": "ok"}));
         let slack_url = format!("{}/services/T0/B0/slack-secret-part", slack.uri());
         let ding_url = format!("{}/robot/send?access_token=ding-secret-part", ding.uri());
         let c = add_channel(
@@ -141,7 +103,7 @@ fn failed_fixed_and_succeeded_reach_slack_and_dingtalk_once_each() {
         let p3 = run(&s, project, false);
         wait_sent(&s, project, 6);
 
-        let msgs = requests(&rt, &slack);
+        let msgs = bodies(&rt, &slack);
         let texts: Vec<&str> = msgs.iter().map(|m| m["text"].as_str().unwrap()).collect();
         assert_eq!(texts.len(), 3, "{name}: {texts:#?}");
         let (failed, fixed, ok) = (texts[0], texts[1], texts[2]);
@@ -187,7 +149,7 @@ fn failed_fixed_and_succeeded_reach_slack_and_dingtalk_once_each() {
             "{name}: {ok}"
         );
 
-        let dings = requests(&rt, &ding);
+        let dings = bodies(&rt, &ding);
         assert_eq!(dings.len(), 3, "{name}: {dings:#?}");
         for (m, what) in dings
             .iter()
@@ -216,17 +178,9 @@ fn failed_fixed_and_succeeded_reach_slack_and_dingtalk_once_each() {
         s.restart();
         std::thread::sleep(Duration::from_secs(2));
         wait_sent(&s, project, 6);
-        assert_eq!(
-            requests(&rt, &slack).len(),
-            3,
-            "{name}: a message sent twice"
-        );
-        assert_eq!(
-            requests(&rt, &ding).len(),
-            3,
-            "{name}: a message sent twice"
-        );
-        let rows = outbox(&s, project);
+        assert_eq!(bodies(&rt, &slack).len(), 3, "{name}: a message sent twice");
+        assert_eq!(bodies(&rt, &ding).len(), 3, "{name}: a message sent twice");
+        let rows = s.outbox(project);
         assert_eq!(rows.len(), 6, "{name}: {rows:#?}");
         assert!(
             !serde_json::to_string(&rows)
@@ -244,9 +198,9 @@ fn a_manual_job_waiting_notifies_feishu_teams_and_generic() {
         let repo = Project::new(PIPELINE);
         let s = Server::start(Options::new(&db));
         let project = s.project("team/app", repo.path());
-        let feishu = fake(&rt, json!({"code": 0, "msg": "success"}));
-        let teams = fake(&rt, json!({}));
-        let generic = fake(&rt, json!({}));
+        let feishu = fake(&rt, 200, json!({"code": 0, "msg": "success"}));
+        let teams = fake(&rt, 200, json!({}));
+        let generic = fake(&rt, 200, json!({}));
         for (kind, fake) in [
             ("feishu", &feishu),
             ("teams", &teams),
@@ -271,7 +225,7 @@ fn a_manual_job_waiting_notifies_feishu_teams_and_generic() {
             .unwrap();
         let job_url = format!("{}/team/app/-/jobs/{deploy}", s.url);
 
-        let f = requests(&rt, &feishu);
+        let f = bodies(&rt, &feishu);
         assert_eq!(f.len(), 1, "{name}: {f:#?}");
         assert_eq!(f[0]["msg_type"], "text");
         let text = f[0]["content"]["text"].as_str().unwrap();
@@ -281,7 +235,7 @@ fn a_manual_job_waiting_notifies_feishu_teams_and_generic() {
         );
         assert!(text.contains(&job_url), "{name}: {text}");
 
-        let t = requests(&rt, &teams);
+        let t = bodies(&rt, &teams);
         assert_eq!(t.len(), 1, "{name}: {t:#?}");
         let card = &t[0]["attachments"][0];
         assert_eq!(
@@ -291,7 +245,7 @@ fn a_manual_job_waiting_notifies_feishu_teams_and_generic() {
         assert_eq!(card["content"]["type"], "AdaptiveCard");
         assert!(card.to_string().contains(&job_url), "{name}: {card}");
 
-        let g = requests(&rt, &generic);
+        let g = bodies(&rt, &generic);
         assert_eq!(g.len(), 1, "{name}: {g:#?}");
         assert_eq!(g[0]["event"], "manual", "{name}: {}", g[0]);
         assert_eq!(g[0]["job"]["name"], "deploy");

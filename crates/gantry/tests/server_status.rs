@@ -5,6 +5,7 @@
 mod common;
 
 use common::Project;
+use common::fake::{body, fake, header, requests, runtime};
 use common::server::{Options, Server, backends, id};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -20,58 +21,12 @@ const PIPELINE: &str = r#"build:
   script: [echo built]
 "#;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A fake forge answering every POST with `status`.
-fn fake(rt: &tokio::runtime::Runtime, status: u16) -> MockServer {
-    rt.block_on(async {
-        let s = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(status).set_body_json(json!({"id": 1})))
-            .mount(&s)
-            .await;
-        s
-    })
-}
-
-fn requests(rt: &tokio::runtime::Runtime, s: &MockServer) -> Vec<Request> {
-    rt.block_on(s.received_requests()).unwrap_or_default()
-}
-
-fn body(r: &Request) -> Value {
-    serde_json::from_slice(&r.body).unwrap()
-}
-
-fn header(r: &Request, name: &str) -> String {
-    r.headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// The project's outbox.
-fn outbox(s: &Server, project: i64) -> Vec<Value> {
-    s.api()
-        .get(&format!("/api/v1/projects/{project}/outbox?per_page=100"))
-        .unwrap()["items"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 /// Waits until the success of pipeline `pipeline` is queued and nothing of the project's
 /// outbox is queued or being sent any more.
 fn wait_outbox_settled(s: &Server, project: i64, pipeline: i64) -> Vec<Value> {
     let end = Instant::now() + T;
     loop {
-        let rows = outbox(s, project);
+        let rows = s.outbox(project);
         if rows.iter().any(|r| is_success_of(r, pipeline))
             && rows
                 .iter()
@@ -114,7 +69,11 @@ fn a_pipeline_posts_pending_running_and_success_to_gitlab_github_and_gitea() {
         let name = db.name();
         let repo = Project::new(PIPELINE);
         let s = Server::start(Options::new(&db));
-        let (gl, gh, gt) = (fake(&rt, 201), fake(&rt, 201), fake(&rt, 201));
+        let (gl, gh, gt) = (
+            fake(&rt, 201, json!({"id": 1})),
+            fake(&rt, 201, json!({"id": 1})),
+            fake(&rt, 201, json!({"id": 1})),
+        );
         let api = s.api();
         let forges = [
             ("team/gl", "gitlab", &gl, "team/gl", "glpat-secret-1"),
@@ -197,7 +156,7 @@ fn a_pipeline_posts_pending_running_and_success_to_gitlab_github_and_gitea() {
             format!("{}/team/gl/-/jobs/{job_id}", s.url),
             "{name}"
         );
-        let rows = outbox(&s, project);
+        let rows = s.outbox(project);
         assert!(rows.iter().all(|r| r["kind"] == "commit_status"), "{name}");
         assert!(
             rows.iter().any(|r| r["state"] == "done"),
@@ -346,7 +305,7 @@ fn a_forge_that_is_down_gets_the_status_later_and_the_pipeline_does_not_wait() {
         let mut opts = Options::new(&db);
         opts.server_args = vec!["--outbox-retry-ms".into(), "300".into()];
         let s = Server::start(opts);
-        let forge = fake(&rt, 500);
+        let forge = fake(&rt, 500, json!({"id": 1}));
         let project = s.project("team/app", repo.path());
         s.api()
             .put(
@@ -360,7 +319,7 @@ fn a_forge_that_is_down_gets_the_status_later_and_the_pipeline_does_not_wait() {
         // The newest status (success) is retried, with growing waits.
         let end = Instant::now() + T;
         let row = loop {
-            let rows = outbox(&s, project);
+            let rows = s.outbox(project);
             if let Some(r) = rows
                 .first()
                 .filter(|r| is_success_of(r, p) && r["attempts"].as_i64() >= Some(3))

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake;
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -257,6 +257,16 @@ impl Server {
         p["id"].as_i64().unwrap()
     }
 
+    /// The project's outbox (commit statuses, notifications), newest first (up to 100).
+    pub fn outbox(&self, project: i64) -> Vec<Value> {
+        self.api()
+            .get(&format!("/api/v1/projects/{project}/outbox?per_page=100"))
+            .unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
     /// How many pipelines the project has (up to 100).
     pub fn pipeline_count(&self, project: i64) -> usize {
         self.api()
