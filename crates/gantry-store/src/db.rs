@@ -14,9 +14,12 @@
 //! is PostgreSQL's job in real deployments.
 
 mod accounts;
+pub mod outbox;
+mod schedules;
 mod triggers;
 
 pub use accounts::{AuditEntry, AuditRow, MemberRow, NewUser, SessionRow, TokenRow, UserRow};
+pub use schedules::{NewSchedule, PollingRow, ScheduleRow, ScheduleUpdate};
 pub use triggers::{MergeRequestState, TriggerTokenRow};
 
 use crate::secrets::{Keyring, is_sealed};
@@ -27,9 +30,6 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 use std::borrow::Cow;
 use std::time::Duration;
-
-mod schedules;
-pub use schedules::{NewSchedule, PollingRow, ScheduleRow, ScheduleUpdate};
 
 /// Which engine a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,7 +326,7 @@ impl Db {
                 }
             }
         }
-        crate::outbox::reseal_notify(&mut tx, keyring, &mut done).await?;
+        outbox::reseal_notify(&mut tx, keyring, &mut done).await?;
         tx.commit().await?;
         Ok(done)
     }

@@ -17,7 +17,6 @@ pub mod blob;
 pub mod db;
 pub mod error;
 pub mod logs;
-pub mod outbox;
 pub mod secrets;
 
 pub use db::Db;

@@ -2,8 +2,8 @@
 //! and on PostgreSQL when the test command has started one (`GANTRY_TEST_POSTGRES_URL`;
 //! `GANTRY_REQUIRE_POSTGRES=1` makes its absence a failure).
 
+use gantry_store::db::outbox::{ForgeRow, NewChannel, NewOutbox, channel_url_aad, forge_token_aad};
 use gantry_store::db::{NewProject, PageReq, now_ms};
-use gantry_store::outbox::{ForgeRow, NewChannel, NewOutbox, channel_url_aad, forge_token_aad};
 use gantry_store::secrets::ExposeSecret;
 use gantry_store::{Db, Keyring};
 use support::backends;

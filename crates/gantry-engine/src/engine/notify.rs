@@ -8,7 +8,7 @@
 //! a job running or finished (forge with job statuses) ─► a commit status row for the job
 //! ```
 //!
-//! Everything here only writes rows into the outbox (gantry_store::outbox) and wakes the
+//! Everything here only writes rows into the outbox (gantry_store::db::outbox) and wakes the
 //! sender (outbox.rs); nothing talks to a forge, a chat or an SMTP server on a pipeline's
 //! path, and a failure to queue is logged, never the pipeline's failure.
 //!
@@ -27,10 +27,10 @@ use crate::error::{EngineError, Result};
 use gantry_api::rest::{self, Page};
 use gantry_api::{JobStatus, PipelineStatus};
 use gantry_pipeline::trigger::Trigger;
-use gantry_store::db::{JobRow, PageReq, PipelineRow, ProjectRow, now_ms};
-use gantry_store::outbox::{
+use gantry_store::db::outbox::{
     ChannelRow, ForgeRow, NewChannel, NewOutbox, OutboxRow, channel_url_aad, forge_token_aad,
 };
+use gantry_store::db::{JobRow, PageReq, PipelineRow, ProjectRow, now_ms};
 use gantry_store::secrets::SecretString;
 use serde_json::{Value, json};
 use std::path::PathBuf;

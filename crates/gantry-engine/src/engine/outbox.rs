@@ -1,5 +1,5 @@
 //! The outbox's sender: one task, started with the engine, that delivers the queued commit
-//! statuses, chat messages and emails (gantry_store::outbox), apart from pipelines.
+//! statuses, chat messages and emails (gantry_store::db::outbox), apart from pipelines.
 //!
 //! ```text
 //! loop: due rows, oldest first ─► skip those whose group is being sent ─► claim (conditional)
@@ -22,7 +22,7 @@ use super::Engine;
 use super::notify::{SmtpConfig, SmtpTls, job_url, pipeline_url};
 use gantry_api::{JobStatus, PipelineStatus};
 use gantry_store::db::now_ms;
-use gantry_store::outbox::{OutboxRow, channel_url_aad, forge_token_aad};
+use gantry_store::db::outbox::{OutboxRow, channel_url_aad, forge_token_aad};
 use gantry_store::secrets::ExposeSecret;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
