@@ -183,6 +183,12 @@ async fn check(s: &AppState, route: &Route, req: Request) -> Result<Request, Htt
             let role = s.engine.role_in(&caller, project).await?;
             allowed(role, needed, route, &what)?;
         }
+        // A job token's reach is checked by the handler (its own pipeline).
+        JobOr(needed) if !matches!(caller, Caller::Job(_)) => {
+            let (project, what) = project_of(s, route, &mut parts).await?;
+            let role = s.engine.role_in(&caller, project).await?;
+            allowed(role, needed, route, &what)?;
+        }
         _ => {}
     }
     parts.extensions.insert(caller);

@@ -179,6 +179,7 @@ fn may(access: Access, who: &Who) -> Option<bool> {
         Access::Signed => true,
         Access::User => who.user,
         Access::Job => who.admin,
+        Access::JobOr(needed) => who.role.is_some_and(|r| r >= needed),
         Access::Project(needed) => who.role.is_some_and(|r| r >= needed),
         Access::Registration | Access::Webhook | Access::TriggerToken | Access::Agent => {
             return None;

@@ -42,6 +42,9 @@ pub enum Access {
     /// A running job's token (its own job, or jobs of its pipeline for artifacts), or the
     /// administrator's.
     Job,
+    /// As [`Access::Job`], or a user with at least this role in the job's project (a
+    /// reporter downloading artifacts).
+    JobOr(Role),
     /// Authenticated by the forge's signature, not a token: the project's webhook secret
     /// checks the request (GitLab's `X-Gitlab-Token`, GitHub's `X-Hub-Signature-256`,
     /// Gitea's and Forgejo's HMAC of the body).
@@ -441,8 +444,9 @@ pub const ROUTES: &[Route] = &[
     r(
         "GET",
         "/api/v1/jobs/{id}/artifacts",
-        Job,
-        "The job's artifacts archive (tar)",
+        JobOr(Role::Reporter),
+        "The job's artifacts archive (tar): for jobs of the caller's pipeline, and for \
+         reporters of the project",
         None,
     ),
     r(
@@ -630,6 +634,7 @@ pub fn router(state: AppState) -> Router {
 pub fn access_name(a: Access) -> String {
     match a {
         Project(role) => format!("project:{role}"),
+        JobOr(role) => format!("job|project:{role}"),
         other => format!("{other:?}").to_lowercase(),
     }
 }
