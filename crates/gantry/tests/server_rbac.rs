@@ -489,6 +489,28 @@ fn sessions_scopes_sign_in_limits_and_the_audit_log() {
 
         // Scopes: read_api reads and changes nothing; registry scopes are not the API.
         let session = login(&s, "dev", PASSWORD).unwrap();
+        // Users register projects from remotes, not from the server's disk; whoever registers
+        // one owns it.
+        let local = json!({"path": "dev/own", "git_url": repo.path().display().to_string()});
+        let (st, got) = call(&s, "POST", "/api/v1/projects", &session, Some(&local));
+        assert_eq!(st, 403, "{name}: {got}");
+        assert!(
+            got["message"].as_str().unwrap().contains("server's disk"),
+            "{got}"
+        );
+        let (_, boss) = user_token(&s, "boss", true, &["api"]);
+        let (st, own) = call(&s, "POST", "/api/v1/projects", &boss, Some(&local));
+        assert_eq!(st, 201, "{name}: {own}");
+        let (_, members) = call(
+            &s,
+            "GET",
+            &format!("/api/v1/projects/{}/members", id(&own)),
+            &boss,
+            None,
+        );
+        assert_eq!(members[0]["username"], "boss", "{members}");
+        assert_eq!(members[0]["role"], "owner", "{members}");
+
         let mut tokens = HashMap::new();
         for scope in ["read_api", "read_registry"] {
             let (st, t) = call(

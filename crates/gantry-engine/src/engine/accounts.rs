@@ -581,12 +581,25 @@ impl Engine {
         }
     }
 
-    /// Registers a project; a user who does becomes its owner.
+    /// Registers a project; a user who does becomes its owner. Only administrators register
+    /// repositories on the server's own disk (a path or `file://`): anyone else could read
+    /// any repository the server's account can.
     pub async fn create_project_as(
         &self,
         req: rest::ProjectCreate,
         caller: &Caller,
     ) -> Result<rest::Project> {
+        let url = req.git_url.trim();
+        let remote = ["http://", "https://", "ssh://", "git://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+            || (!url.contains("://") && url.contains('@') && url.contains(':'));
+        if !remote && !caller.is_admin() {
+            return Err(EngineError::Forbidden(format!(
+                "'{url}' is on the server's disk: only administrators register such \
+                 repositories; give an http(s):// or ssh:// URL"
+            )));
+        }
         let p = self.create_project(req).await?;
         if let Caller::User(u) = caller {
             self.inner.db.set_member(p.id, u.id, Role::Owner).await?;
