@@ -47,6 +47,8 @@ enum Command {
     /// Jobs on the server: log (-f to follow), retry, play, cancel.
     #[command(subcommand)]
     Job(cmd::job::Command),
+    /// Sign in as a user and print a personal access token for GANTRY_TOKEN.
+    Login(cmd::login::Args),
     /// Pipelines for pushes to a local bare repository, with no forge: install.
     #[command(subcommand)]
     Hook(cmd::hook::Command),
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Pipeline(c) => cmd::pipeline::run(c),
         Command::Job(c) => cmd::job::run(c),
         Command::Hook(c) => cmd::hook::run(c),
+        Command::Login(a) => cmd::login::run(a),
         Command::Schedule(c) => cmd::schedule::run(c),
     };
     match result {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod hook;
 pub mod job;
 pub mod lint;
+pub mod login;
 pub mod pipeline;
 pub mod plan;
 pub mod project;
