@@ -500,6 +500,7 @@ impl JobRun {
             dir,
             cache_dir: self.opts.cache_dir.clone(),
             secrets: &self.opts.secrets,
+            variables: &[],
             default_timeout: self.opts.default_timeout,
             after_script_timeout: self.opts.after_script_timeout,
             job_token: None,
