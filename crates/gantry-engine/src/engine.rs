@@ -1412,7 +1412,21 @@ impl Engine {
         self.job_changed(&j).await;
         metrics::histogram!("gantry_job_pickup_seconds")
             .record((now_ms() - q.queued_at).max(0) as f64 / 1000.0);
-        let payload = self.payload(&j, token).await?;
+        let payload = match self.payload(&j, token).await {
+            Ok(p) => p,
+            Err(e) => {
+                // A job that cannot be described (a variable no key opens) fails now, saying
+                // why, rather than waiting for its lease. The message names no value.
+                tracing::warn!(job = j.id, "the job's payload: {e}");
+                self.append_system_line(j.id, &format!("ERROR: Job failed (system failure): {e}"));
+                let end = JobEnd {
+                    log_size: self.log_len(j.id),
+                    ..JobEnd::failed(FailureReason::RunnerSystemFailure)
+                };
+                self.end_job(&j, end, &[JobStatus::Running]).await?;
+                return Ok(());
+            }
+        };
         let sent = self
             .dispatcher()
             .send(agent, ServerMsg::Job(Box::new(payload)));

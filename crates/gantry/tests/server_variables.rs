@@ -557,3 +557,62 @@ fn secret_values_are_write_only_and_never_stored_or_shown_in_plaintext() {
         assert!(log.contains("inst= proj=[MASKED]"), "{name}: {log}");
     }
 }
+
+/// Runs SQL on the server's database with its command-line client.
+fn sql(s: &Server, query: &str) -> String {
+    let out = match &s.opts.backend {
+        Backend::Sqlite => Command::new("sqlite3")
+            .arg(s.data.path().join("gantry.db"))
+            .arg(query)
+            .output()
+            .expect("sqlite3 runs (Debian's sqlite3)"),
+        Backend::Postgres(url) => Command::new("psql")
+            .args([url.as_str(), "-Atc", query])
+            .output()
+            .expect("psql runs"),
+    };
+    assert!(
+        out.status.success(),
+        "{query}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_value_copied_into_another_row_does_not_open_and_the_job_fails_saying_why() {
+    for db in backends("vars_moved") {
+        let name = db.name();
+        let repo = Project::with_files(&[(".gitlab-ci.yml", "j:\n  script: [echo \"a=$A\"]\n")]);
+        let s = Server::start(Options::new(&db));
+        let project = s.project("team/app", repo.path());
+        let pv = format!("/api/v1/projects/{project}/variables");
+        let a = set(&s, &pv, json!({"key": "A", "value": "value-of-a"}));
+        let b = set(&s, &pv, json!({"key": "B", "value": "value-of-b-secret"}));
+        let p = s.pipeline(project, "main");
+        assert!(job_log(&s, &p, "j", name).contains("a=value-of-a"));
+        // B's sealed value in A's row: bound to B's row, it does not open there.
+        sql(
+            &s,
+            &format!(
+                "UPDATE ci_variables SET value = (SELECT value FROM ci_variables WHERE id = {}) \
+                 WHERE id = {}",
+                id(&b),
+                id(&a)
+            ),
+        );
+        let p = s.wait_pipeline(id(&s.pipeline(project, "main")), T);
+        assert_eq!(p["status"], "failed", "{name}: {p:#}");
+        let j = job(&p, "j");
+        assert_eq!(
+            j["failure_reason"], "runner_system_failure",
+            "{name}: {j:#}"
+        );
+        let log = s.log(id(&j));
+        assert!(
+            log.contains("variable A (id") && log.contains("cannot be opened"),
+            "{name}: {log}"
+        );
+        assert_absent(name, &log, &["value-of-b-secret", "value-of-a"]);
+    }
+}
