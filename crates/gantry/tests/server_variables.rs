@@ -221,6 +221,10 @@ prod:
     name: production
   script:
     - echo "scoped=$SCOPED"
+dynamic:
+  environment: review/$CI_COMMIT_REF_NAME
+  script:
+    - echo "scoped=$SCOPED env=$CI_ENVIRONMENT_NAME"
 "#;
 
 #[test]
@@ -270,6 +274,11 @@ fn variables_of_every_kind_reach_jobs_and_masked_ones_stay_masked() {
         set(
             &s,
             &pv,
+            json!({"key": "SCOPED", "value": "review-main", "environment_scope": "review/main"}),
+        );
+        set(
+            &s,
+            &pv,
             json!({"key": "SCOPED", "value": "prod-exact", "environment_scope": "production"}),
         );
         set(
@@ -301,6 +310,12 @@ fn variables_of_every_kind_reach_jobs_and_masked_ones_stay_masked() {
         assert!(log.contains("scoped=review-glob"), "{name}: {log}");
         let log = job_log(&s, &p, "prod", name);
         assert!(log.contains("scoped=prod-exact"), "{name}: {log}");
+        // The environment's name is expanded before it is matched.
+        let log = job_log(&s, &p, "dynamic", name);
+        assert!(
+            log.contains("scoped=review-main env=review/main"),
+            "{name}: {log}"
+        );
 
         // Deleting a definition: the next most specific one applies.
         s.api()
