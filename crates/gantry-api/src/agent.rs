@@ -143,6 +143,34 @@ pub struct JobPayload {
     /// Variables to mask in the log (and to pass to the job).
     #[serde(default)]
     pub secrets: Vec<(String, String)>,
+    /// The project's and the instance's CI/CD variables for this job, resolved by the server
+    /// (scope, protection, project over instance); they override the pipeline file's
+    /// variables and dotenv, and the pipeline's own variables override them.
+    #[serde(default)]
+    pub variables: Vec<JobVariable>,
+}
+
+/// A CI/CD variable as a job gets it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobVariable {
+    pub key: String,
+    pub value: String,
+    /// Hidden in the job's log.
+    #[serde(default)]
+    pub masked: bool,
+    /// Written to a file; the variable holds the file's path.
+    #[serde(default)]
+    pub file: bool,
+}
+
+impl std::fmt::Debug for JobVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobVariable")
+            .field("key", &self.key)
+            .field("masked", &self.masked)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -552,3 +552,80 @@ pub struct OutboxEntry {
     pub created_at: i64,
     pub updated_at: i64,
 }
+
+/// `POST /api/v1/variables`, `POST /api/v1/projects/{project}/variables` (a new CI/CD
+/// variable: `key` and `value` needed) and `PUT …/variables/{key}` (what is absent stays as
+/// it is, the value too). The value is write-only: no answer ever carries it, and `Debug`
+/// does not show it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariableWrite {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Hidden in job logs (at least 8 characters, as GitLab asks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masked: Option<bool>,
+    /// Only for pipelines of protected branches and tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected: Option<bool>,
+    /// `env_var` (the default) or `file`: the job gets the path of a file with the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variable_type: Option<String>,
+    /// `*` (the default: every job), an environment's name, or a glob (`review/*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl std::fmt::Debug for VariableWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VariableWrite")
+            .field("key", &self.key)
+            .field("value", &self.value.as_ref().map(|_| "[hidden]"))
+            .field("masked", &self.masked)
+            .field("protected", &self.protected)
+            .field("variable_type", &self.variable_type)
+            .field("environment_scope", &self.environment_scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A CI/CD variable as the API shows it: never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variable {
+    pub id: i64,
+    /// Absent for an instance variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<i64>,
+    pub key: String,
+    pub masked: bool,
+    pub protected: bool,
+    pub variable_type: String,
+    pub environment_scope: String,
+    pub description: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// `POST /api/v1/projects/{project}/protected-refs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectedRefCreate {
+    /// A branch or tag name, or a glob: `main`, `release/*`, `v*`.
+    pub pattern: String,
+    /// `branch`, `tag` or `any` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// A protected branch or tag pattern of a project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtectedRef {
+    pub id: i64,
+    pub pattern: String,
+    pub kind: String,
+    pub created_at: i64,
+}

@@ -29,6 +29,7 @@ mod polling;
 mod schedules;
 mod secrets;
 mod triggers;
+mod variables;
 mod webhooks;
 
 pub use notify::{NotifyConfig, SmtpConfig, SmtpTls};
@@ -569,7 +570,8 @@ impl Engine {
         let trigger = Trigger {
             source,
             ref_name: git_ref.clone(),
-            protected: git_ref == project.default_branch,
+            // Decided below, once it is known whether the ref is a tag.
+            protected: false,
             project: self.project_info(&project),
             user: UserInfo {
                 login: user.to_string(),
@@ -597,6 +599,7 @@ impl Engine {
                 .map(|iid| format!("{}!{iid}", project.path))
                 .collect();
         }
+        let protected_patterns = self.protected_patterns(project_id).await?;
         // One trip to a blocking thread: the commit, the file, the includes and the plan.
         let this = self.clone();
         let p2 = project.clone();
@@ -647,6 +650,12 @@ impl Engine {
                 }
             };
             trigger.is_tag = m.is_tag(&ref2)?;
+            trigger.protected = variables::ref_is_protected(
+                &protected_patterns,
+                &p2.default_branch,
+                &ref2,
+                trigger.is_tag,
+            );
             if trigger.is_tag {
                 trigger.context.open_merge_requests.clear();
             }
@@ -1403,7 +1412,21 @@ impl Engine {
         self.job_changed(&j).await;
         metrics::histogram!("gantry_job_pickup_seconds")
             .record((now_ms() - q.queued_at).max(0) as f64 / 1000.0);
-        let payload = self.payload(&j, token).await?;
+        let payload = match self.payload(&j, token).await {
+            Ok(p) => p,
+            Err(e) => {
+                // A job that cannot be described (a variable no key opens) fails now, saying
+                // why, rather than waiting for its lease. The message names no value.
+                tracing::warn!(job = j.id, "the job's payload: {e}");
+                self.append_system_line(j.id, &format!("ERROR: Job failed (system failure): {e}"));
+                let end = JobEnd {
+                    log_size: self.log_len(j.id),
+                    ..JobEnd::failed(FailureReason::RunnerSystemFailure)
+                };
+                self.end_job(&j, end, &[JobStatus::Running]).await?;
+                return Ok(());
+            }
+        };
         let sent = self
             .dispatcher()
             .send(agent, ServerMsg::Job(Box::new(payload)));
@@ -1467,6 +1490,7 @@ impl Engine {
                 artifacts: o.has_artifacts,
             })
             .collect();
+        let variables = self.job_variables(j.project_id, &trigger, &def).await?;
         Ok(JobPayload {
             id: j.id,
             secrets: vec![("CI_JOB_TOKEN".into(), token.clone())],
@@ -1477,6 +1501,7 @@ impl Engine {
             trigger: (*trigger).clone(),
             definition: def,
             dependencies,
+            variables,
         })
     }
 

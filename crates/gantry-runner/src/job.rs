@@ -18,6 +18,7 @@ use crate::executor::{Executor, JobSpec, Step, render_script};
 use crate::log::LogSink;
 use async_trait::async_trait;
 use gantry_api::FailureReason;
+use gantry_api::agent::JobVariable;
 use gantry_api::job::JobDefinition;
 use gantry_pipeline::model::When;
 use gantry_pipeline::trigger::Trigger;
@@ -83,6 +84,9 @@ pub struct AttemptSpec<'a> {
     pub cache_dir: PathBuf,
     /// Masked variables, with the pipeline variables' precedence.
     pub secrets: &'a [(String, String)],
+    /// CI/CD variables (the server's, resolved for this job): above the pipeline file's and
+    /// dotenv's, below the pipeline's own; masked ones must be in the log's masker too.
+    pub variables: &'a [JobVariable],
     /// Used when the job has no `timeout`.
     pub default_timeout: Duration,
     /// The limit of the `after_script` step.
@@ -200,7 +204,11 @@ async fn attempt(
     } else {
         ws.display().to_string()
     };
-    let env = match variables(spec, &project_dir, &dotenv) {
+    let ci_variables = match file_variables(spec, &scratch, docker) {
+        Ok(v) => v,
+        Err(e) => return sys_fail(e, log),
+    };
+    let env = match variables(spec, &project_dir, &dotenv, &ci_variables) {
         Ok(env) => env,
         Err(e) => return sys_fail(e, log),
     };
@@ -410,13 +418,67 @@ fn raw_variable(spec: &AttemptSpec<'_>, name: &str) -> Option<String> {
         })
 }
 
+/// The directory, below the attempt's scratch directory, of file-type variables.
+const VARIABLE_FILES: &str = "variables";
+
+/// [`AttemptSpec::variables`] as the job sees them: a file-type variable's value is written to
+/// a file of its own (mode 0600, below the scratch directory, which the docker executor
+/// mounts at `/gantry/scripts`) and the variable holds that file's path, as GitLab does.
+fn file_variables(
+    spec: &AttemptSpec<'_>,
+    scratch: &Path,
+    docker: bool,
+) -> Result<Vec<JobVariable>, String> {
+    let mut out = Vec::with_capacity(spec.variables.len());
+    for v in spec.variables {
+        if !v.file {
+            out.push(v.clone());
+            continue;
+        }
+        let dir = scratch.join(VARIABLE_FILES);
+        let path = dir.join(&v.key);
+        let written = std::fs::create_dir_all(&dir).and_then(|_| {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)?;
+            f.write_all(v.value.as_bytes())
+        });
+        if let Err(e) = written {
+            return Err(format!(
+                "writing the file of variable {} to {}: {e}",
+                v.key,
+                path.display()
+            ));
+        }
+        let shown = if docker {
+            format!("/gantry/scripts/{VARIABLE_FILES}/{}", v.key)
+        } else {
+            path.display().to_string()
+        };
+        out.push(JobVariable {
+            key: v.key.clone(),
+            value: shown,
+            masked: false,
+            file: true,
+        });
+    }
+    Ok(out)
+}
+
 /// The job's variables, expanded, in GitLab's precedence order: predefined (with the job's
-/// id, project dir and runner), the definition's, the dependencies' dotenv, the pipeline's,
-/// then the secrets (masked).
+/// id, project dir and runner), the definition's, the dependencies' dotenv, the CI/CD
+/// variables (the server's, file-type ones as paths), the pipeline's, then the secrets
+/// (masked).
 pub fn variables(
     spec: &AttemptSpec<'_>,
     project_dir: &str,
     dotenv: &[(String, String)],
+    ci_variables: &[JobVariable],
 ) -> Result<Vec<(String, String)>, String> {
     let job = spec.definition;
     let mut ctx = JobContext::new(job.name.clone(), job.stage.clone(), spec.job_id);
@@ -453,6 +515,15 @@ pub fn variables(
     set.push_pairs(
         Layer::Dotenv,
         dotenv.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    // Stored values are taken as written: `$` in a secret is not a reference.
+    set.push(
+        Layer::Project,
+        ci_variables.iter().map(|v| {
+            Var::new(v.key.clone(), v.value.clone(), vars::Phase::Pipeline)
+                .with_masked(v.masked)
+                .with_raw(true)
+        }),
     );
     set.push_pairs(
         Layer::Pipeline,

@@ -68,6 +68,8 @@ pub struct Options {
     pub source: workspace::Source,
     /// Masked variables (added with the pipeline variables' precedence).
     pub secrets: Vec<(String, String)>,
+    /// Variables with a CI/CD variable's precedence and flags (file-type ones become a file).
+    pub variables: Vec<gantry_api::agent::JobVariable>,
 }
 
 /// The outcome of a run.
@@ -468,7 +470,15 @@ impl JobRun {
             .join("jobs")
             .join(format!("{slug}-{attempt}"));
         let tail_buf: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::new()));
-        let masker = Masker::new(self.opts.secrets.iter().map(|(_, v)| v.clone()));
+        let masker = Masker::new(
+            self.opts.secrets.iter().map(|(_, v)| v.clone()).chain(
+                self.opts
+                    .variables
+                    .iter()
+                    .filter(|v| v.masked)
+                    .map(|v| v.value.clone()),
+            ),
+        );
         let log = {
             let obs = self.observer.clone();
             let name = job.name.clone();
@@ -500,6 +510,7 @@ impl JobRun {
             dir,
             cache_dir: self.opts.cache_dir.clone(),
             secrets: &self.opts.secrets,
+            variables: &self.opts.variables,
             default_timeout: self.opts.default_timeout,
             after_script_timeout: self.opts.after_script_timeout,
             job_token: None,

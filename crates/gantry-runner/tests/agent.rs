@@ -210,6 +210,7 @@ fn payload(id: i64, definition: JobDefinition) -> ServerMsg {
         definition,
         dependencies: Vec::new(),
         secrets: vec![("MY_SECRET".into(), "s3cr3t-value".into())],
+        variables: Vec::new(),
     }))
 }
 

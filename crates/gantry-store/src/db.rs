@@ -17,10 +17,12 @@ mod accounts;
 pub mod outbox;
 mod schedules;
 mod triggers;
+mod variables;
 
 pub use accounts::{AuditEntry, AuditRow, MemberRow, NewUser, SessionRow, TokenRow, UserRow};
 pub use schedules::{NewSchedule, PollingRow, ScheduleRow, ScheduleUpdate};
 pub use triggers::{MergeRequestState, TriggerTokenRow};
+pub use variables::{ProtectedRefRow, VariableFields, VariableRow, variable_aad};
 
 use crate::secrets::{Keyring, is_sealed};
 use crate::{Result, StoreError};
@@ -75,6 +77,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "accounts",
         include_str!("../migrations/sqlite/0006_accounts.sql"),
     ),
+    (
+        7,
+        "variables",
+        include_str!("../migrations/sqlite/0007_variables.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -106,6 +113,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "accounts",
         include_str!("../migrations/postgres/0006_accounts.sql"),
+    ),
+    (
+        7,
+        "variables",
+        include_str!("../migrations/postgres/0007_variables.sql"),
     ),
 ];
 
@@ -327,6 +339,7 @@ impl Db {
             }
         }
         outbox::reseal_notify(&mut tx, keyring, &mut done).await?;
+        variables::reseal_variables(&mut tx, keyring, &mut done).await?;
         tx.commit().await?;
         Ok(done)
     }

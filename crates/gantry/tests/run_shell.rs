@@ -515,10 +515,13 @@ fn the_example_project_runs() {
 
 #[test]
 fn local_variables_file_sets_and_masks() {
-    let p = Project::new("job:\n  script:\n    - echo \"plain=$GREETING token=$DEPLOY_TOKEN\"\n");
+    let p = Project::new(
+        "job:\n  script:\n    - echo \"plain=$GREETING token=$DEPLOY_TOKEN\"\n    - echo \"conf=[$(tr '\\n' '+' < \"$CONF\")]\"\n",
+    );
     p.write(
         ".gantry/variables",
-        "GREETING: hello\nDEPLOY_TOKEN:\n  value: v3ry-s3cret-t0ken\n  masked: true\n",
+        "GREETING: hello\nDEPLOY_TOKEN:\n  value: v3ry-s3cret-t0ken\n  masked: true\n\
+         CONF:\n  value: \"a: 1\\nb: 2\\n\"\n  file: true\n",
     );
     let r = p.gantry(&["run", "--executor", "shell"]);
     assert_eq!(r.code, 0, "{}", r.all());
@@ -528,4 +531,5 @@ fn local_variables_file_sets_and_masks() {
         r.stdout
     );
     assert!(!r.stdout.contains("v3ry-s3cret-t0ken"), "{}", r.stdout);
+    assert!(r.stdout.contains("conf=[a: 1+b: 2+]"), "{}", r.stdout);
 }

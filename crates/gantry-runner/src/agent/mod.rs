@@ -781,6 +781,12 @@ async fn run_job(
         p.secrets
             .iter()
             .map(|(_, v)| v.clone())
+            .chain(
+                p.variables
+                    .iter()
+                    .filter(|v| v.masked)
+                    .map(|v| v.value.clone()),
+            )
             .chain(std::iter::once(p.token.clone())),
     );
     let writer = {
@@ -833,6 +839,7 @@ async fn run_job(
         dir: dir.clone(),
         cache_dir: c.state_dir.join("cache"),
         secrets: &p.secrets,
+        variables: &p.variables,
         default_timeout: c.default_timeout,
         after_script_timeout: Duration::from_secs(300),
         job_token: Some(p.token.clone()),

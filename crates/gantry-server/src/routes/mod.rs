@@ -11,6 +11,7 @@ pub mod meta;
 pub mod notify;
 pub mod schedules;
 pub mod triggers;
+pub mod variables;
 
 use crate::AppState;
 use axum::Router;
@@ -343,6 +344,88 @@ pub const ROUTES: &[Route] = &[
         None,
     ),
     r(
+        "GET",
+        "/api/v1/variables",
+        Admin,
+        "The instance's CI/CD variables (keys and flags, never values)",
+        None,
+    ),
+    r(
+        "POST",
+        "/api/v1/variables",
+        Admin,
+        "Make an instance CI/CD variable (masked, protected, file, environment scope); the \
+         value is write-only",
+        Some("VariableCreate"),
+    ),
+    r(
+        "PUT",
+        "/api/v1/variables/{key}",
+        Admin,
+        "Change an instance variable (?environment_scope= names one of several); without a \
+         value the stored one stays",
+        Some("VariableUpdate"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/variables/{key}",
+        Admin,
+        "Delete an instance variable (?environment_scope= names one of several)",
+        None,
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/variables",
+        Project(Role::Maintainer),
+        "The project's CI/CD variables (keys and flags, never values)",
+        None,
+    ),
+    r(
+        "POST",
+        "/api/v1/projects/{project}/variables",
+        Project(Role::Maintainer),
+        "Make a project CI/CD variable (masked, protected, file, environment scope); the \
+         value is write-only",
+        Some("VariableCreate"),
+    ),
+    r(
+        "PUT",
+        "/api/v1/projects/{project}/variables/{key}",
+        Project(Role::Maintainer),
+        "Change a project variable (?environment_scope= names one of several); without a \
+         value the stored one stays",
+        Some("VariableUpdate"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/projects/{project}/variables/{key}",
+        Project(Role::Maintainer),
+        "Delete a project variable (?environment_scope= names one of several)",
+        None,
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/protected-refs",
+        Project(Role::Reporter),
+        "The project's protected branch and tag patterns (the default branch is protected too)",
+        None,
+    ),
+    r(
+        "POST",
+        "/api/v1/projects/{project}/protected-refs",
+        Project(Role::Maintainer),
+        "Protect a branch or tag pattern (main, release/*, v*): its pipelines get protected \
+         variables",
+        Some("ProtectedRefCreate"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/projects/{project}/protected-refs/{id}",
+        Project(Role::Maintainer),
+        "Unprotect a pattern",
+        None,
+    ),
+    r(
         "POST",
         "/api/v1/projects/{project}/trigger",
         TriggerToken,
@@ -546,6 +629,21 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/api/v1/projects/{project}/triggers") => get(triggers::list),
         ("DELETE", "/api/v1/projects/{project}/triggers/{id}") => delete(triggers::delete),
         ("POST", "/api/v1/projects/{project}/trigger") => post(triggers::trigger),
+        ("GET", "/api/v1/variables") => get(variables::list_instance),
+        ("POST", "/api/v1/variables") => post(variables::create_instance),
+        ("PUT", "/api/v1/variables/{key}") => put(variables::update_instance),
+        ("DELETE", "/api/v1/variables/{key}") => delete(variables::delete_instance),
+        ("GET", "/api/v1/projects/{project}/variables") => get(variables::list_project),
+        ("POST", "/api/v1/projects/{project}/variables") => post(variables::create_project),
+        ("PUT", "/api/v1/projects/{project}/variables/{key}") => put(variables::update_project),
+        ("DELETE", "/api/v1/projects/{project}/variables/{key}") => {
+            delete(variables::delete_project)
+        }
+        ("GET", "/api/v1/projects/{project}/protected-refs") => get(variables::list_protected),
+        ("POST", "/api/v1/projects/{project}/protected-refs") => post(variables::create_protected),
+        ("DELETE", "/api/v1/projects/{project}/protected-refs/{id}") => {
+            delete(variables::delete_protected)
+        }
         ("POST", "/api/v1/projects/{project}/pipelines") => post(api::create_pipeline),
         ("GET", "/api/v1/projects/{project}/pipelines") => get(api::project_pipelines),
         ("GET", "/api/v1/pipelines") => get(api::list_pipelines),
@@ -739,6 +837,12 @@ pub fn openapi() -> Value {
     if let (Some(all), Value::Object(more)) = (
         doc["components"]["schemas"].as_object_mut(),
         schedules::schemas(),
+    ) {
+        all.extend(more);
+    }
+    if let (Some(all), Value::Object(more)) = (
+        doc["components"]["schemas"].as_object_mut(),
+        variables::schemas(),
     ) {
         all.extend(more);
     }

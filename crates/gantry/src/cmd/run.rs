@@ -4,6 +4,7 @@
 use super::Source;
 use super::plan::{TriggerArgs, load_and_plan};
 use anyhow::{Context, Result, bail};
+use gantry_api::agent::JobVariable;
 use gantry_runner::executor::Executor;
 use gantry_runner::executor::docker::DockerExecutor;
 use gantry_runner::executor::shell::ShellExecutor;
@@ -89,12 +90,12 @@ fn cache_home() -> PathBuf {
 
 type Pairs = Vec<(String, String)>;
 
-/// Reads `.gantry/variables`: `NAME: value` or `NAME: {value: …, masked: true}`; returns the
-/// plain and the masked ones.
-fn local_variables(root: &std::path::Path) -> Result<(Pairs, Pairs)> {
+/// Reads `.gantry/variables`: `NAME: value` or `NAME: {value: …, masked: true, file: true}`;
+/// returns the plain, the masked and the file-type ones (a file whose path the job gets).
+fn local_variables(root: &std::path::Path) -> Result<(Pairs, Pairs, Vec<JobVariable>)> {
     let path = root.join(".gantry/variables");
     let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok((Vec::new(), Vec::new(), Vec::new()));
     };
     let mut sources = gantry_pipeline::source::SourceMap::new();
     let id = sources.add(".gantry/variables", text);
@@ -104,9 +105,9 @@ fn local_variables(root: &std::path::Path) -> Result<(Pairs, Pairs)> {
         if d.has_errors() {
             bail!("{}", d.render(&sources));
         }
-        return Ok((Vec::new(), Vec::new()));
+        return Ok((Vec::new(), Vec::new(), Vec::new()));
     };
-    let (mut plain, mut masked) = (Vec::new(), Vec::new());
+    let (mut plain, mut masked, mut files) = (Vec::new(), Vec::new(), Vec::new());
     for e in &map.entries {
         match (e.value.as_str(), e.value.as_map()) {
             (Some(v), _) => plain.push((e.key.clone(), v.to_string())),
@@ -116,7 +117,15 @@ fn local_variables(root: &std::path::Path) -> Result<(Pairs, Pairs)> {
                     .and_then(|v| v.as_str())
                     .with_context(|| format!(".gantry/variables: {} needs a `value`", e.key))?
                     .to_string();
-                if m.get("masked").and_then(|b| b.as_bool()).unwrap_or(false) {
+                let is_masked = m.get("masked").and_then(|b| b.as_bool()).unwrap_or(false);
+                if m.get("file").and_then(|b| b.as_bool()).unwrap_or(false) {
+                    files.push(JobVariable {
+                        key: e.key.clone(),
+                        value: v,
+                        masked: is_masked,
+                        file: true,
+                    });
+                } else if is_masked {
                     masked.push((e.key.clone(), v));
                 } else {
                     plain.push((e.key.clone(), v));
@@ -128,7 +137,7 @@ fn local_variables(root: &std::path::Path) -> Result<(Pairs, Pairs)> {
             ),
         }
     }
-    Ok((plain, masked))
+    Ok((plain, masked, files))
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
@@ -140,7 +149,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
 
 async fn run_async(a: Args) -> Result<ExitCode> {
     let repo = a.source.repo();
-    let (file_vars, file_secrets) = local_variables(&repo.root)?;
+    let (file_vars, file_secrets, file_typed) = local_variables(&repo.root)?;
     let mut trigger = a.trigger.trigger(repo.trigger_base())?;
     let mut secrets = file_secrets;
     for s in &a.secrets {
@@ -241,6 +250,7 @@ async fn run_async(a: Args) -> Result<ExitCode> {
         cache_dir,
         source: workspace::Source::new(&repo.root, a.dirty),
         secrets,
+        variables: file_typed,
     };
     let fancy = !a.plain && std::io::stdout().is_terminal() && std::env::var_os("CI").is_none();
     let color = fancy || std::env::var_os("CLICOLOR_FORCE").is_some();
