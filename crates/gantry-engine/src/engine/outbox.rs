@@ -52,23 +52,32 @@ enum Outcome {
 pub(super) struct Sender {
     wake: tokio::sync::Notify,
     busy: Mutex<HashSet<String>>,
-    http: reqwest::Client,
+    timeout: Duration,
+    /// Made at the first message: its TLS roots cost memory a server without forges or
+    /// chat channels never needs.
+    http: std::sync::OnceLock<reqwest::Client>,
 }
 
 impl Sender {
     pub(super) fn new(timeout: Duration) -> Sender {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("gantry/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("an HTTP client");
         Sender {
             wake: tokio::sync::Notify::new(),
             busy: Mutex::new(HashSet::new()),
-            http,
+            timeout,
+            http: std::sync::OnceLock::new(),
         }
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(self.timeout)
+                .connect_timeout(self.timeout.min(Duration::from_secs(5)))
+                .user_agent(concat!("gantry/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("an HTTP client")
+        })
     }
 }
 
@@ -274,7 +283,7 @@ impl Engine {
                 (
                     self.inner
                         .sender
-                        .http
+                        .http()
                         .post(u)
                         .header("PRIVATE-TOKEN", token.expose_secret()),
                     body,
@@ -314,7 +323,12 @@ impl Engine {
                         format!("token {}", token.expose_secret()),
                     )
                 };
-                let mut req = self.inner.sender.http.post(u).header("Authorization", auth);
+                let mut req = self
+                    .inner
+                    .sender
+                    .http()
+                    .post(u)
+                    .header("Authorization", auth);
                 if kind == "github" {
                     req = req
                         .header("Accept", "application/vnd.github+json")
@@ -352,7 +366,12 @@ impl Engine {
         };
         let doc: Value = serde_json::from_str(&r.payload).unwrap_or_default();
         let body = chat_body(&channel.kind, &doc);
-        let req = self.inner.sender.http.post(url.expose_secret()).json(&body);
+        let req = self
+            .inner
+            .sender
+            .http()
+            .post(url.expose_secret())
+            .json(&body);
         http_outcome(req.send().await, Some(&channel.kind)).await
     }
 
