@@ -1090,6 +1090,12 @@ fn api_pagination_errors_openapi_and_metrics() {
             (403, Some("forbidden")),
             "{name}: {e}"
         );
+        // While it runs, the token reaches its own job's files (none stored yet: 404).
+        let running = s.get_pipeline(first);
+        let tok_job = id(&job(&running, "tok"));
+        let artifacts = format!("/api/v1/jobs/{tok_job}/artifacts");
+        let e = job_api.get(&artifacts).unwrap_err();
+        assert_eq!(e.status, 404, "{name}: {e}");
         std::fs::write(repo.out().join("release"), "").unwrap();
         let p = s.wait_pipeline(first, T);
         // The job token is a secret: masked before the log is stored.
@@ -1100,6 +1106,8 @@ fn api_pagination_errors_openapi_and_metrics() {
         );
         let e = job_api.get("/api/v1/projects").unwrap_err();
         assert_eq!(e.status, 401, "{name}: a finished job's token is worthless");
+        let e = job_api.get(&artifacts).unwrap_err();
+        assert_eq!(e.status, 401, "{name}: even for its own job's files");
         for _ in 0..2 {
             let p = id(&s.pipeline_vars(project, "main", &[("SHARED", &dir)]));
             s.wait_pipeline(p, T);
