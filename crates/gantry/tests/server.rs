@@ -985,6 +985,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/api/v1/jobs/{id}/cancel"),
     ("get", "/api/v1/jobs/{id}/log"),
     ("get", "/api/v1/jobs/{id}/log/stream"),
+    ("get", "/api/v1/job"),
     ("get", "/api/v1/jobs/{id}/artifacts"),
     ("put", "/api/v1/jobs/{id}/artifacts"),
     ("get", "/api/v1/jobs/{id}/source"),
@@ -1096,6 +1097,11 @@ fn api_pagination_errors_openapi_and_metrics() {
         let artifacts = format!("/api/v1/jobs/{tok_job}/artifacts");
         let e = job_api.get(&artifacts).unwrap_err();
         assert_eq!(e.status, 404, "{name}: {e}");
+        let me = job_api.get("/api/v1/job").unwrap();
+        assert_eq!(
+            (me["id"].as_i64(), &me["status"]),
+            (Some(tok_job), &json!("running"))
+        );
         std::fs::write(repo.out().join("release"), "").unwrap();
         let p = s.wait_pipeline(first, T);
         // The job token is a secret: masked before the log is stored.
@@ -1108,6 +1114,11 @@ fn api_pagination_errors_openapi_and_metrics() {
         assert_eq!(e.status, 401, "{name}: a finished job's token is worthless");
         let e = job_api.get(&artifacts).unwrap_err();
         assert_eq!(e.status, 401, "{name}: even for its own job's files");
+        assert_eq!(
+            job_api.get("/api/v1/job").unwrap_err().status,
+            401,
+            "{name}"
+        );
         for _ in 0..2 {
             let p = id(&s.pipeline_vars(project, "main", &[("SHARED", &dir)]));
             s.wait_pipeline(p, T);

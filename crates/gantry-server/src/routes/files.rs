@@ -85,6 +85,19 @@ pub async fn put_artifacts(
     Ok(StatusCode::CREATED)
 }
 
+/// `GET /api/v1/job`: the job of a job token.
+pub async fn own_job(
+    Auth(caller): Auth,
+    State(s): State<AppState>,
+) -> ApiResult<axum::Json<gantry_api::rest::Job>> {
+    match caller {
+        Caller::Job(id) => Ok(axum::Json(s.engine.job(id).await?)),
+        _ => Err(HttpError::bad_request(
+            "GET /api/v1/job answers a job's own CI_JOB_TOKEN; use GET /api/v1/jobs/ID",
+        )),
+    }
+}
+
 pub async fn get_artifacts(
     Auth(caller): Auth,
     State(s): State<AppState>,

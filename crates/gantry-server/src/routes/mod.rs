@@ -526,6 +526,13 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         "GET",
+        "/api/v1/job",
+        Job,
+        "The job a CI_JOB_TOKEN belongs to (GitLab's GET /job), while it runs",
+        None,
+    ),
+    r(
+        "GET",
         "/api/v1/jobs/{id}/artifacts",
         JobOr(Role::Reporter),
         "The job's artifacts archive (tar): for jobs of the caller's pipeline, and for \
@@ -657,6 +664,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/jobs/{id}/cancel") => post(api::cancel_job),
         ("GET", "/api/v1/jobs/{id}/log") => get(logs::whole),
         ("GET", "/api/v1/jobs/{id}/log/stream") => get(logs::stream),
+        ("GET", "/api/v1/job") => get(files::own_job),
         ("GET", "/api/v1/jobs/{id}/artifacts") => get(files::get_artifacts),
         ("PUT", "/api/v1/jobs/{id}/artifacts") => put(files::put_artifacts),
         ("GET", "/api/v1/jobs/{id}/source") => get(files::source),
