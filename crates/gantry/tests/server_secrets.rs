@@ -39,48 +39,6 @@ fn sql(s: &Server, query: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// Every byte the server stores: the files of its data directory (SQLite's database and
-/// write-ahead log included), and a dump of its PostgreSQL database.
-fn stored_bytes(s: &Server) -> Vec<(String, Vec<u8>)> {
-    fn walk(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                out.push((path.display().to_string(), bytes));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(s.data.path(), &mut out);
-    if let Backend::Postgres(url) = &s.opts.backend {
-        let dump = Command::new("pg_dump")
-            .arg(url)
-            .output()
-            .expect("pg_dump runs");
-        assert!(dump.status.success());
-        out.push(("pg_dump".into(), dump.stdout));
-    }
-    assert!(
-        out.iter()
-            .any(|(p, _)| p.ends_with("gantry.db") || p == "pg_dump")
-    );
-    out
-}
-
-fn assert_nowhere(s: &Server, secrets: &[&str]) {
-    for (path, bytes) in stored_bytes(s) {
-        for secret in secrets {
-            assert!(
-                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "{}: {secret} is stored in plaintext in {path}",
-                s.opts.backend.name()
-            );
-        }
-    }
-}
-
 fn key_ids(file: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(file).unwrap();
     assert_eq!(
@@ -191,7 +149,7 @@ fn project_secrets_are_sealed_at_rest_and_rotate_key_reseals_them() {
             row.starts_with("gsec1:k1:") && row.contains("|gsec1:k1:"),
             "{backend}: {row}"
         );
-        assert_nowhere(&s, &[password, hook]);
+        s.assert_stored_nowhere(s.opts.backend.name(), &[password, hook]);
         runs(&s, project, backend);
 
         // Rotated while the server runs: both values move to k2.
@@ -241,7 +199,7 @@ fn project_secrets_are_sealed_at_rest_and_rotate_key_reseals_them() {
         s.kill9();
         s.restart();
         runs(&s, project, backend);
-        assert_nowhere(&s, &[password, hook]);
+        s.assert_stored_nowhere(s.opts.backend.name(), &[password, hook]);
         assert!(!s.stderr_text().contains(password) && !s.stderr_text().contains(hook));
     }
 }

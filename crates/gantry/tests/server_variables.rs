@@ -45,40 +45,6 @@ fn base64(text: &str) -> String {
         .to_string()
 }
 
-/// Every byte the server stores: the files of its data directory (SQLite's database and
-/// write-ahead log, job logs), and a dump of its PostgreSQL database.
-fn stored_bytes(s: &Server) -> Vec<(String, Vec<u8>)> {
-    fn walk(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                out.push((path.display().to_string(), bytes));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(s.data.path(), &mut out);
-    if let Backend::Postgres(url) = &s.opts.backend {
-        let dump = Command::new("pg_dump")
-            .arg(url)
-            .output()
-            .expect("pg_dump runs");
-        assert!(dump.status.success());
-        out.push(("pg_dump".into(), dump.stdout));
-    }
-    assert!(
-        out.iter()
-            .any(|(p, _)| p.ends_with("gantry.db") || p == "pg_dump")
-    );
-    out
-}
-
-fn contains(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
-
 fn assert_absent(what: &str, text: &str, secrets: &[&str]) {
     for secret in secrets {
         assert!(!text.contains(secret), "{what} shows {secret}: {text}");
@@ -555,14 +521,7 @@ fn secret_values_are_write_only_and_never_stored_or_shown_in_plaintext() {
         rotate(&s);
         check_job(&format!("{name} after rotate-key"));
 
-        for (path, bytes) in stored_bytes(&s) {
-            for secret in all {
-                assert!(
-                    !contains(&bytes, secret),
-                    "{name}: {secret} is stored in plaintext in {path}"
-                );
-            }
-        }
+        s.assert_stored_nowhere(name, &all);
         assert_absent(&format!("{name}: the server's log"), &s.stderr_text(), &all);
 
         // Deleted: jobs no longer get it.

@@ -257,6 +257,48 @@ impl Server {
         p["id"].as_i64().unwrap()
     }
 
+    /// Every byte the server stores: the files of its data directory (SQLite's database and
+    /// write-ahead log, logs), and a dump of its PostgreSQL database.
+    pub fn stored_bytes(&self) -> Vec<(String, Vec<u8>)> {
+        fn walk(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if let Ok(bytes) = std::fs::read(&path) {
+                    out.push((path.display().to_string(), bytes));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.data.path(), &mut out);
+        if let Backend::Postgres(url) = &self.opts.backend {
+            let dump = Command::new("pg_dump")
+                .arg(url)
+                .output()
+                .expect("pg_dump runs");
+            assert!(dump.status.success());
+            out.push(("pg_dump".into(), dump.stdout));
+        }
+        assert!(
+            out.iter()
+                .any(|(p, _)| p.ends_with("gantry.db") || p == "pg_dump")
+        );
+        out
+    }
+
+    /// None of `secrets` is stored in plaintext ([`Server::stored_bytes`]).
+    pub fn assert_stored_nowhere(&self, what: &str, secrets: &[&str]) {
+        for (path, bytes) in self.stored_bytes() {
+            for secret in secrets {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{what}: {secret} is stored in plaintext in {path}"
+                );
+            }
+        }
+    }
+
     /// The project's outbox (commit statuses, notifications), newest first (up to 100).
     pub fn outbox(&self, project: i64) -> Vec<Value> {
         self.api()
