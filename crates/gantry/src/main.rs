@@ -57,6 +57,9 @@ enum Command {
     Schedule(cmd::schedule::Command),
 }
 
+/// glibc malloc arenas of the long-running commands (see `gantry_malloc`).
+const MALLOC_ARENAS: i32 = 2;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -65,8 +68,14 @@ fn main() -> ExitCode {
         Command::Plan(a) => cmd::plan::run(a),
         Command::Run(a) => cmd::run::run(*a),
         Command::Schema => cmd::schema::run(),
-        Command::Agent(a) => cmd::agents::run(*a),
-        Command::Server(a) => cmd::server::run(*a),
+        Command::Agent(a) => {
+            gantry_malloc::limit_arenas(MALLOC_ARENAS);
+            cmd::agents::run(*a)
+        }
+        Command::Server(a) => {
+            gantry_malloc::limit_arenas(MALLOC_ARENAS);
+            cmd::server::run(*a)
+        }
         Command::Admin(c) => cmd::admin::run(c),
         Command::Project(c) => cmd::project::run(c),
         Command::Pipeline(c) => cmd::pipeline::run(c),
