@@ -17,28 +17,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-/// Runs SQL on the server's database with its command-line client; the rows, `|` between
-/// columns.
-fn sql(s: &Server, query: &str) -> String {
-    let out = match &s.opts.backend {
-        Backend::Sqlite => Command::new("sqlite3")
-            .arg(s.data.path().join("gantry.db"))
-            .arg(query)
-            .output()
-            .expect("sqlite3 runs (Debian's sqlite3)"),
-        Backend::Postgres(url) => Command::new("psql")
-            .args([url.as_str(), "-Atc", query])
-            .output()
-            .expect("psql runs"),
-    };
-    assert!(
-        out.status.success(),
-        "{query}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 fn key_ids(file: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(file).unwrap();
     assert_eq!(
@@ -139,10 +117,9 @@ fn project_secrets_are_sealed_at_rest_and_rotate_key_reseals_them() {
         let key_file = s.data.path().join("secrets.key");
         assert_eq!(key_ids(&key_file), ["k1"], "{backend}: made at first start");
         let stored = |s: &Server| {
-            sql(
-                s,
-                &format!("SELECT credentials, webhook_secret FROM projects WHERE id = {project}"),
-            )
+            s.sql(&format!(
+                "SELECT credentials, webhook_secret FROM projects WHERE id = {project}"
+            ))
         };
         let row = stored(&s);
         assert!(
@@ -180,9 +157,7 @@ fn project_secrets_are_sealed_at_rest_and_rotate_key_reseals_them() {
         // Plaintext credentials, as a database from before encryption at rest has them, are
         // still read, and the next rotation seals them.
         s.kill9();
-        sql(
-            &s,
-            &format!(
+        s.sql(&format!(
                 "UPDATE projects SET credentials = '{{\"username\":\"ci\",\"password\":\"{password}\"}}' WHERE id = {project}"
             ),
         );

@@ -532,27 +532,6 @@ fn secret_values_are_write_only_and_never_stored_or_shown_in_plaintext() {
     }
 }
 
-/// Runs SQL on the server's database with its command-line client.
-fn sql(s: &Server, query: &str) -> String {
-    let out = match &s.opts.backend {
-        Backend::Sqlite => Command::new("sqlite3")
-            .arg(s.data.path().join("gantry.db"))
-            .arg(query)
-            .output()
-            .expect("sqlite3 runs (Debian's sqlite3)"),
-        Backend::Postgres(url) => Command::new("psql")
-            .args([url.as_str(), "-Atc", query])
-            .output()
-            .expect("psql runs"),
-    };
-    assert!(
-        out.status.success(),
-        "{query}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 #[test]
 fn a_value_copied_into_another_row_does_not_open_and_the_job_fails_saying_why() {
     for db in backends("vars_moved") {
@@ -566,15 +545,12 @@ fn a_value_copied_into_another_row_does_not_open_and_the_job_fails_saying_why() 
         let p = s.pipeline(project, "main");
         assert!(job_log(&s, &p, "j", name).contains("a=value-of-a"));
         // B's sealed value in A's row: bound to B's row, it does not open there.
-        sql(
-            &s,
-            &format!(
-                "UPDATE ci_variables SET value = (SELECT value FROM ci_variables WHERE id = {}) \
+        s.sql(&format!(
+            "UPDATE ci_variables SET value = (SELECT value FROM ci_variables WHERE id = {}) \
                  WHERE id = {}",
-                id(&b),
-                id(&a)
-            ),
-        );
+            id(&b),
+            id(&a)
+        ));
         let p = s.wait_pipeline(id(&s.pipeline(project, "main")), T);
         assert_eq!(p["status"], "failed", "{name}: {p:#}");
         let j = job(&p, "j");

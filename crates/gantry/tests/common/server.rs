@@ -257,6 +257,28 @@ impl Server {
         p["id"].as_i64().unwrap()
     }
 
+    /// Runs SQL on the server's database with its command-line client (Debian's sqlite3 or
+    /// psql); the rows, `|` between columns.
+    pub fn sql(&self, query: &str) -> String {
+        let out = match &self.opts.backend {
+            Backend::Sqlite => Command::new("sqlite3")
+                .arg(self.data.path().join("gantry.db"))
+                .arg(query)
+                .output()
+                .expect("sqlite3 runs (Debian's sqlite3)"),
+            Backend::Postgres(url) => Command::new("psql")
+                .args([url.as_str(), "-Atc", query])
+                .output()
+                .expect("psql runs"),
+        };
+        assert!(
+            out.status.success(),
+            "{query}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     /// Every byte the server stores: the files of its data directory (SQLite's database and
     /// write-ahead log, logs), and a dump of its PostgreSQL database.
     pub fn stored_bytes(&self) -> Vec<(String, Vec<u8>)> {
