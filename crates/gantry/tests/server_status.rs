@@ -14,11 +14,12 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const T: Duration = Duration::from_secs(60);
 
-/// Waits a second and a half in `scheduled` (pending at the forge), then runs and passes.
+/// Waits a second in `scheduled` (pending at the forge), then runs for a second (so that
+/// `running` is sent before a newer state supersedes it) and passes.
 const PIPELINE: &str = r#"build:
   when: delayed
   start_in: 1 second
-  script: [echo built]
+  script: [echo built, sleep 1]
 "#;
 
 /// Waits until the success of pipeline `pipeline` is queued and nothing of the project's
