@@ -26,6 +26,7 @@ pub mod accounts;
 mod notify;
 mod outbox;
 mod polling;
+pub mod registry;
 mod schedules;
 mod secrets;
 mod triggers;

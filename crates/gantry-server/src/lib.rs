@@ -8,9 +8,12 @@
 //!   agent's WebSocket ([`routes::agent_ws`]), logs whole, by range and live over SSE
 //!   ([`routes::logs`]), artifacts, caches and sources ([`routes::files`]), `/metrics`.
 //! - [`auth`]: bearer tokens to callers; [`error`]: errors as JSON with a code.
+//! - [`registry`]: the OCI registry (`gantry_registry`) under `/v2/`, beside the table, with
+//!   the engine's accounts as its authority.
 
 pub mod auth;
 pub mod error;
+pub mod registry;
 pub mod routes;
 
 use gantry_engine::Engine;
@@ -21,6 +24,8 @@ use std::sync::Arc;
 pub struct AppState {
     pub engine: Engine,
     pub metrics: Arc<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The OCI registry under `/v2/`.
+    pub registry: registry::ServerRegistry,
 }
 
 /// Serves the API on `listener` until `shutdown` completes.

@@ -15,11 +15,13 @@
 
 mod accounts;
 pub mod outbox;
+mod registry;
 mod schedules;
 mod triggers;
 mod variables;
 
 pub use accounts::{AuditEntry, AuditRow, MemberRow, NewUser, SessionRow, TokenRow, UserRow};
+pub use registry::{ManifestRow, NewManifest, RegistrySettingsRow, RepositoryRow, TagRow};
 pub use schedules::{NewSchedule, PollingRow, ScheduleRow, ScheduleUpdate};
 pub use triggers::{MergeRequestState, TriggerTokenRow};
 pub use variables::{ProtectedRefRow, VariableFields, VariableRow, variable_aad};
@@ -82,6 +84,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "variables",
         include_str!("../migrations/sqlite/0007_variables.sql"),
     ),
+    (
+        8,
+        "registry",
+        include_str!("../migrations/sqlite/0008_registry.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -118,6 +125,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "variables",
         include_str!("../migrations/postgres/0007_variables.sql"),
+    ),
+    (
+        8,
+        "registry",
+        include_str!("../migrations/postgres/0008_registry.sql"),
     ),
 ];
 
@@ -233,6 +245,18 @@ impl Db {
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores a setting unless it exists (the first of racing writers wins).
+    pub async fn insert_setting_once(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
         )
         .bind(key)
         .bind(value)

@@ -231,6 +231,40 @@ impl Engine {
     /// Signs a user in: a new session (its cookie value and CSRF token). `ip` is the client's
     /// address, for the per-address limit.
     pub async fn login(&self, username: &str, password: &str, ip: &str) -> Result<rest::Session> {
+        let user = self.check_login(username, password, ip).await?;
+        let now = now_ms();
+        let cookie = new_token(SESSION_PREFIX);
+        let csrf = new_token("");
+        let expires_at = now + SESSION_TTL.as_millis() as i64;
+        self.inner
+            .db
+            .insert_session(&hash_token(&cookie), user.id, &csrf, expires_at)
+            .await?;
+        self.audit_as(
+            &user.username,
+            "login",
+            None,
+            &user.username,
+            None,
+            Some(ip),
+        )
+        .await;
+        Ok(rest::Session {
+            user: user_dto(&user),
+            session: cookie,
+            csrf_token: csrf,
+            expires_at,
+        })
+    }
+
+    /// Checks a user name and password under the sign-in limits (a locked account, too many
+    /// failures from `ip`), recording failures; the user when they are right.
+    pub(super) async fn check_login(
+        &self,
+        username: &str,
+        password: &str,
+        ip: &str,
+    ) -> Result<UserRow> {
         let now = now_ms();
         if self.inner.logins.blocked(ip, now) {
             self.audit_as("anonymous", "login.limited", None, username, None, Some(ip))
@@ -298,28 +332,7 @@ impl Engine {
             return Err(refused());
         }
         self.inner.db.login_succeeded(user.id).await?;
-        let cookie = new_token(SESSION_PREFIX);
-        let csrf = new_token("");
-        let expires_at = now + SESSION_TTL.as_millis() as i64;
-        self.inner
-            .db
-            .insert_session(&hash_token(&cookie), user.id, &csrf, expires_at)
-            .await?;
-        self.audit_as(
-            &user.username,
-            "login",
-            None,
-            &user.username,
-            None,
-            Some(ip),
-        )
-        .await;
-        Ok(rest::Session {
-            user: user_dto(&user),
-            session: cookie,
-            csrf_token: csrf,
-            expires_at,
-        })
+        Ok(user)
     }
 
     /// Ends a session.
@@ -631,7 +644,7 @@ impl Engine {
             .await;
     }
 
-    async fn audit_as(
+    pub(super) async fn audit_as(
         &self,
         actor: &str,
         action: &str,

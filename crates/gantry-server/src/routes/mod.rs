@@ -727,6 +727,9 @@ pub fn router(state: AppState) -> Router {
     for (path, mr) in by_path {
         router = router.route(path, mr);
     }
+    // The registry's `/v2/` routes authorize with registry tokens (Docker's token flow),
+    // each endpoint for the action it needs: they are not API routes.
+    let registry = gantry_registry::router(state.registry.clone());
     router
         .fallback(|| async {
             crate::error::HttpError::not_found(
@@ -734,6 +737,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .with_state(state)
+        .merge(registry)
 }
 
 /// How the OpenAPI document names an access: `admin`, `signed`, `project:developer`, ….

@@ -62,6 +62,11 @@ pub struct Args {
     /// Days the audit log keeps its entries.
     #[arg(long, default_value_t = 365, env = "GANTRY_AUDIT_RETENTION_DAYS")]
     pub audit_retention_days: u64,
+    /// fsync each registry blob before acknowledging it, so that pushed images survive a
+    /// power cut and not only a crash of the server (costs milliseconds per blob). Without
+    /// it the registry promises what the embedded SQLite database promises.
+    #[arg(long, env = "GANTRY_REGISTRY_DURABLE")]
+    pub registry_durable: bool,
     /// Email (SMTP) and the outbox of commit statuses and notifications.
     #[command(flatten)]
     pub notify: notify::NotifyArgs,
@@ -184,12 +189,35 @@ async fn serve(args: Args) -> Result<ExitCode> {
         clock: gantry_engine::Clock::System,
         notify: args.notify.config()?,
     };
-    let engine = Engine::start(config, db, logs, blobs, &admin, &registration)
-        .await
-        .context("starting the engine")?;
+    let engine = Engine::start(
+        config,
+        db.clone(),
+        logs,
+        blobs.clone(),
+        &admin,
+        &registration,
+    )
+    .await
+    .context("starting the engine")?;
+    let registry = gantry_registry::Registry::new(
+        db,
+        blobs,
+        gantry_server::registry::EngineAuthority(engine.clone()),
+        gantry_registry::RegistryConfig {
+            uploads_dir: data.join("registry-uploads"),
+            public_url: args.external_url.clone(),
+            token_secret: engine
+                .registry_token_key()
+                .await
+                .context("the registry's token key")?,
+            durable: args.registry_durable,
+        },
+    )
+    .context("opening the registry's upload folder")?;
     let state = AppState {
         engine,
         metrics: gantry_server::metrics_handle(),
+        registry,
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

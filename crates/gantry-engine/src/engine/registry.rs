@@ -1,0 +1,258 @@
+//! Who may do what in the registry: the credentials `docker login` sends (a user's password,
+//! a personal access token with a registry scope, the administrator's token, a running job's
+//! `CI_JOB_TOKEN` as GitLab's `gitlab-ci-token` user) and what each may do in a project's
+//! repositories (roles, the project's registry settings). The registry crate asks through its
+//! `Authority` trait, which the server implements on these.
+
+use super::Engine;
+use crate::error::{EngineError, Result};
+use crate::token::hash_token;
+use gantry_api::{JobStatus, Role, Scope};
+use gantry_store::db::RegistrySettingsRow;
+
+/// Who presented registry credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryPrincipal {
+    Anonymous,
+    /// The administrator's token.
+    Admin,
+    User {
+        id: i64,
+        username: String,
+        admin: bool,
+        /// A personal access token's scopes; `None` for a password.
+        scopes: Option<Vec<Scope>>,
+    },
+    /// A running job (`CI_JOB_TOKEN`): push and pull in its own project.
+    Job {
+        id: i64,
+        project_id: i64,
+    },
+}
+
+impl RegistryPrincipal {
+    /// What tokens carry and pushes record.
+    pub fn name(&self) -> String {
+        match self {
+            RegistryPrincipal::Anonymous => String::new(),
+            RegistryPrincipal::Admin => "admin-token".into(),
+            RegistryPrincipal::User { username, .. } => username.clone(),
+            RegistryPrincipal::Job { id, .. } => format!("job:{id}"),
+        }
+    }
+}
+
+/// What a principal may do in a project's repositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RegistryActions {
+    pub pull: bool,
+    pub push: bool,
+    pub delete: bool,
+}
+
+/// The settings key of the registry's token signing key (sealed).
+const TOKEN_KEY_SETTING: &str = "registry.token_key";
+const TOKEN_KEY_AAD: &str = "setting:registry.token_key";
+
+impl Engine {
+    /// Who `docker login` credentials belong to. `None`: an anonymous visitor.
+    pub async fn registry_login(
+        &self,
+        credentials: Option<(String, String)>,
+        ip: &str,
+    ) -> Result<RegistryPrincipal> {
+        let Some((user, secret)) = credentials else {
+            return Ok(RegistryPrincipal::Anonymous);
+        };
+        let hash = hash_token(&secret);
+        if crate::token::constant_time_eq(&hash, &self.inner.admin_hash) {
+            return Ok(RegistryPrincipal::Admin);
+        }
+        if secret.starts_with("gjt_") {
+            return match self.inner.db.job_by_token_hash(&hash).await? {
+                Some(j) if j.status == JobStatus::Running => Ok(RegistryPrincipal::Job {
+                    id: j.id,
+                    project_id: j.project_id,
+                }),
+                _ => Err(EngineError::Unauthorized(
+                    "this job token is not valid: job tokens work only while their job runs".into(),
+                )),
+            };
+        }
+        if secret.starts_with("gpat_") {
+            let Some(super::Caller::User(u)) = self.authenticate_access_token(&secret).await?
+            else {
+                return Err(EngineError::Unauthorized(
+                    "unknown personal access token".into(),
+                ));
+            };
+            if u.username != user {
+                return Err(EngineError::Unauthorized(format!(
+                    "this personal access token belongs to another user than '{user}': log in as its owner"
+                )));
+            }
+            let scopes = u.scopes.unwrap_or_default();
+            if !scopes
+                .iter()
+                .any(|s| matches!(s, Scope::Api | Scope::ReadRegistry | Scope::WriteRegistry))
+            {
+                return Err(EngineError::Unauthorized(
+                    "this personal access token has no registry scope: make one with read_registry or write_registry".into(),
+                ));
+            }
+            return Ok(RegistryPrincipal::User {
+                id: u.id,
+                username: u.username,
+                admin: u.admin,
+                scopes: Some(scopes),
+            });
+        }
+        let u = self.check_login(&user, &secret, ip).await?;
+        Ok(RegistryPrincipal::User {
+            id: u.id,
+            username: u.username,
+            admin: u.is_admin,
+            scopes: None,
+        })
+    }
+
+    /// What `who` may do in the repositories of project `project_id`: pull as a reporter (or
+    /// anyone when the project is public), push at the project's push role (developer by
+    /// default), delete as a maintainer; a token's registry scopes cut that down; a job
+    /// pushes and pulls in its own project and pulls from public ones.
+    pub async fn registry_actions(
+        &self,
+        who: &RegistryPrincipal,
+        project_id: i64,
+    ) -> Result<RegistryActions> {
+        let settings = self.inner.db.registry_settings(project_id).await?;
+        let public = settings.public;
+        let role = match who {
+            RegistryPrincipal::Anonymous => None,
+            RegistryPrincipal::Admin => Some(Role::Owner),
+            RegistryPrincipal::User { admin: true, .. } => Some(Role::Owner),
+            RegistryPrincipal::User { id, .. } => self.inner.db.role_of(project_id, *id).await?,
+            RegistryPrincipal::Job {
+                project_id: own, ..
+            } => {
+                return Ok(RegistryActions {
+                    pull: *own == project_id || public,
+                    push: *own == project_id,
+                    delete: false,
+                });
+            }
+        };
+        let push_role: Role = settings.push_role.parse().unwrap_or(Role::Developer);
+        let mut a = RegistryActions {
+            pull: public || role.is_some_and(|r| r >= Role::Reporter),
+            push: role.is_some_and(|r| r >= push_role),
+            delete: role.is_some_and(|r| r >= Role::Maintainer),
+        };
+        if let RegistryPrincipal::User {
+            scopes: Some(scopes),
+            ..
+        } = who
+        {
+            let write = scopes
+                .iter()
+                .any(|s| matches!(s, Scope::Api | Scope::WriteRegistry));
+            a.push &= write;
+            a.delete &= write;
+        }
+        Ok(a)
+    }
+
+    /// The projects whose repositories `who` may list; `None`: all.
+    pub async fn registry_visible_projects(
+        &self,
+        who: &RegistryPrincipal,
+    ) -> Result<Option<Vec<i64>>> {
+        match who {
+            RegistryPrincipal::Admin | RegistryPrincipal::User { admin: true, .. } => Ok(None),
+            RegistryPrincipal::User { id, .. } => Ok(Some(
+                self.inner.db.registry_visible_projects(Some(*id)).await?,
+            )),
+            RegistryPrincipal::Job { project_id, .. } => {
+                let mut v = self.inner.db.registry_visible_projects(None).await?;
+                v.push(*project_id);
+                Ok(Some(v))
+            }
+            RegistryPrincipal::Anonymous => {
+                Ok(Some(self.inner.db.registry_visible_projects(None).await?))
+            }
+        }
+    }
+
+    /// A project's registry settings.
+    pub async fn registry_settings(&self, project: &str) -> Result<RegistrySettingsRow> {
+        let id = self.find_project(project).await?;
+        Ok(self.inner.db.registry_settings(id).await?)
+    }
+
+    /// Changes a project's registry settings.
+    pub async fn set_registry_settings(
+        &self,
+        project: &str,
+        settings: &RegistrySettingsRow,
+        by: &str,
+    ) -> Result<()> {
+        let id = self.find_project(project).await?;
+        for r in [&settings.push_role, &settings.promote_role] {
+            r.parse::<Role>().map_err(EngineError::BadRequest)?;
+        }
+        self.inner.db.set_registry_settings(id, settings).await?;
+        self.audit_as(
+            by,
+            "registry.settings",
+            Some(id),
+            &format!(
+                "public={} push_role={} promote_role={}",
+                settings.public, settings.push_role, settings.promote_role
+            ),
+            None,
+            None,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// The secret registry tokens are signed with: made once and kept sealed in the
+    /// database, so that every server of an installation signs alike. A key the keyring can
+    /// no longer open is replaced (tokens live minutes; clients ask again).
+    pub async fn registry_token_key(&self) -> Result<Vec<u8>> {
+        let stored = self.inner.db.setting(TOKEN_KEY_SETTING).await?;
+        if let Some(sealed) = &stored
+            && let Some(key) = self.open_token_key(sealed)
+        {
+            return Ok(key);
+        }
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).expect("the system's random numbers");
+        let sealed = self
+            .inner
+            .keys
+            .seal(hex::encode(key).as_bytes(), TOKEN_KEY_AAD);
+        if stored.is_some() {
+            self.inner
+                .db
+                .set_setting(TOKEN_KEY_SETTING, &sealed)
+                .await?;
+            return Ok(key.to_vec());
+        }
+        self.inner
+            .db
+            .insert_setting_once(TOKEN_KEY_SETTING, &sealed)
+            .await?;
+        // Another server may have made one first: everybody uses what is stored.
+        let stored = self.inner.db.setting(TOKEN_KEY_SETTING).await?;
+        Ok(stored
+            .and_then(|s| self.open_token_key(&s))
+            .unwrap_or(key.to_vec()))
+    }
+
+    fn open_token_key(&self, sealed: &str) -> Option<Vec<u8>> {
+        let plain = self.inner.keys.open(sealed, TOKEN_KEY_AAD).ok()?;
+        let bytes = hex::decode(gantry_store::secrets::ExposeSecret::expose_secret(&plain)).ok()?;
+        (bytes.len() >= 32).then_some(bytes)
+    }
+}

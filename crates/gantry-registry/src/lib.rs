@@ -1,0 +1,121 @@
+//! # gantry-registry
+//!
+//! Gantry's OCI registry: the Distribution Specification 1.1 under `/v2/`, served by
+//! `gantry server` beside the API (and alone by `gantry registry`).
+//!
+//! - [`Registry`]: the service (database, blob store, uploads, token keys, the
+//!   [`token::Authority`] that knows users) and [`router`], its axum routes.
+//! - [`http`]: the endpoints: blobs (ranges, delete), uploads (monolithic, chunked with
+//!   `Content-Range`, resumable, cross-repository mounts), manifests (OCI and Docker schema 2,
+//!   indexes, by tag or digest, `OCI-Subject`), referrers, tags, the catalog, the token
+//!   endpoint.
+//! - [`uploads`]: upload files hashed while they stream in, moved into the blob store by a
+//!   rename once their digest checks.
+//! - [`manifest`]: what a manifest references; [`digest`]: sha256/sha512 digests;
+//!   [`names`]: repository and tag grammar; [`error`]: the spec's error codes.
+//! - [`token`]: Docker's token flow: scopes, short-lived HS256 tokens carrying what the
+//!   [`token::Authority`] granted.
+//!
+//! Metadata (repositories, blob links, manifests, tags) lives in `gantry_store::Db`
+//! (migration 0008); bytes in the `gantry_store::blob::BlobStore` under
+//! `registry/<algorithm>/<xx>/<hex>`. A repository `team/app/web` belongs to the project
+//! whose path is its longest prefix (`team/app`).
+
+pub mod digest;
+pub mod error;
+pub mod http;
+pub mod manifest;
+pub mod names;
+pub mod token;
+mod uploads;
+
+pub use http::router;
+pub use token::{Actions, Authority, Refusal, TokenKeys};
+
+use gantry_store::Db;
+use gantry_store::blob::BlobStore;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How the registry is set up.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Where uploads in progress are written (on the blob store's file system, so that a
+    /// finished upload is a rename).
+    pub uploads_dir: PathBuf,
+    /// The address clients reach the server at (`https://gantry.example.com`), for the
+    /// token realm; by default the request's `Host`.
+    pub public_url: Option<String>,
+    /// The secret registry tokens are signed with (32 bytes or more).
+    pub token_secret: Vec<u8>,
+    /// fsync blobs before they are acknowledged (survive a power cut, not only a crash of
+    /// the process); costs several milliseconds per blob on common disks.
+    pub durable: bool,
+}
+
+/// The registry service. Cheap to clone.
+pub struct Registry<A> {
+    inner: Arc<Inner<A>>,
+}
+
+impl<A> Clone for Registry<A> {
+    fn clone(&self) -> Self {
+        Registry {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<A> std::fmt::Debug for Registry<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("uploads", &self.inner.uploads.dir())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner<A> {
+    db: Db,
+    blobs: Arc<dyn BlobStore>,
+    uploads: uploads::Uploads,
+    keys: TokenKeys,
+    authority: A,
+    public_url: Option<String>,
+    durable: bool,
+}
+
+/// The service name in tokens and challenges.
+pub const SERVICE: &str = "gantry-registry";
+
+impl<A: Authority> Registry<A> {
+    pub fn new(
+        db: Db,
+        blobs: Arc<dyn BlobStore>,
+        authority: A,
+        config: RegistryConfig,
+    ) -> std::io::Result<Registry<A>> {
+        Ok(Registry {
+            inner: Arc::new(Inner {
+                db,
+                blobs,
+                uploads: uploads::Uploads::open(config.uploads_dir)?,
+                keys: TokenKeys::new(&config.token_secret, SERVICE),
+                authority,
+                public_url: config.public_url,
+                durable: config.durable,
+            }),
+        })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub fn authority(&self) -> &A {
+        &self.inner.authority
+    }
+
+    pub fn keys(&self) -> &TokenKeys {
+        &self.inner.keys
+    }
+}

@@ -1,0 +1,227 @@
+//! Uploads in progress: a file per upload under the registry's upload folder, hashed while
+//! its bytes arrive (on a blocking thread, a megabyte at a time, while the next megabyte is
+//! read from the socket), and moved into the blob store by a rename once its digest checks.
+//! Nothing of an upload is visible as a blob before that rename: a killed server leaves an
+//! upload file that a later PATCH resumes or garbage collection removes.
+
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::error::{Code, RegistryError, Result};
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// What is known of an upload between requests.
+#[derive(Debug)]
+pub(crate) struct Upload {
+    pub size: u64,
+    /// The SHA-256 of the bytes so far; `None` after a restart or a failed write (then the
+    /// file is read again when the upload completes).
+    hasher: Option<Hasher>,
+}
+
+/// Each upload's state, locked while a request writes to it.
+pub(crate) type Slot = Arc<tokio::sync::Mutex<Upload>>;
+
+#[derive(Debug)]
+pub(crate) struct Uploads {
+    dir: PathBuf,
+    open: Mutex<HashMap<String, Slot>>,
+}
+
+/// Bytes handed to the writer thread at a time.
+const CHUNK: usize = 1 << 20;
+
+pub(crate) fn new_id() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("the system's random numbers");
+    hex::encode(b)
+}
+
+/// Upload files are named `<repository id>-<32 hex digits>`.
+fn valid_key(key: &str) -> bool {
+    let Some((repo, id)) = key.split_once('-') else {
+        return false;
+    };
+    !repo.is_empty()
+        && repo.bytes().all(|b| b.is_ascii_digit())
+        && id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn storage_error(what: &str, e: io::Error) -> RegistryError {
+    RegistryError::from(gantry_store::StoreError::io(
+        what,
+        Path::new("registry uploads"),
+        e,
+    ))
+}
+
+impl Uploads {
+    pub fn open(dir: PathBuf) -> io::Result<Uploads> {
+        fs::create_dir_all(&dir)?;
+        Ok(Uploads {
+            dir,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Starts an upload (an empty file named `prefix` + a new id); returns the id.
+    pub async fn create_for(&self, prefix: &str) -> Result<String> {
+        let id = new_id();
+        let key = format!("{prefix}{id}");
+        let path = self.path(&key);
+        tokio::task::spawn_blocking(move || File::create_new(path).map(drop))
+            .await
+            .expect("create upload")
+            .map_err(|e| storage_error("starting an upload", e))?;
+        self.open.lock().expect("uploads").insert(
+            key,
+            Arc::new(tokio::sync::Mutex::new(Upload {
+                size: 0,
+                hasher: Some(Algorithm::Sha256.hasher()),
+            })),
+        );
+        Ok(id)
+    }
+
+    /// An upload's state, from memory or (after a restart) from its file.
+    pub fn get(&self, id: &str) -> Option<Slot> {
+        if !valid_key(id) {
+            return None;
+        }
+        let mut open = self.open.lock().expect("uploads");
+        if let Some(s) = open.get(id) {
+            return Some(s.clone());
+        }
+        let size = fs::metadata(self.path(id)).ok()?.len();
+        let slot = Arc::new(tokio::sync::Mutex::new(Upload { size, hasher: None }));
+        open.insert(id.to_string(), slot.clone());
+        Some(slot)
+    }
+
+    /// Forgets an upload and removes its file.
+    pub fn remove(&self, id: &str) {
+        self.open.lock().expect("uploads").remove(id);
+        let _ = fs::remove_file(self.path(id));
+    }
+
+    /// Appends a request body to the upload, hashing it on the way.
+    pub async fn append(&self, id: &str, up: &mut Upload, body: Body) -> Result<()> {
+        let path = self.path(id);
+        let start = up.size;
+        let hasher = up.hasher.take();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut hasher = hasher;
+            let mut written = 0u64;
+            let result = (|| {
+                let mut f = OpenOptions::new().append(true).open(&path)?;
+                while let Some(chunk) = rx.blocking_recv() {
+                    f.write_all(&chunk)?;
+                    if let Some(h) = &mut hasher {
+                        h.update(&chunk);
+                    }
+                    written += chunk.len() as u64;
+                }
+                Ok(())
+            })();
+            if result.is_err() {
+                // Part of a chunk may be in the file: cut it back to what was counted.
+                hasher = None;
+                if let Ok(f) = OpenOptions::new().write(true).open(&path) {
+                    let _ = f.set_len(start + written);
+                }
+            }
+            (written, hasher, result)
+        });
+        let mut stream = body.into_data_stream();
+        let mut buf = BytesMut::new();
+        let mut body_error = None;
+        while let Some(frame) = stream.next().await {
+            match frame {
+                Ok(b) => {
+                    buf.extend_from_slice(&b);
+                    if buf.len() >= CHUNK && tx.send(buf.split().freeze()).await.is_err() {
+                        break; // the writer failed: its error says why
+                    }
+                }
+                Err(e) => {
+                    body_error = Some(e);
+                    break;
+                }
+            }
+        }
+        if !buf.is_empty() && body_error.is_none() {
+            let _ = tx.send(buf.freeze()).await;
+        }
+        drop(tx);
+        let (written, hasher, result) = writer.await.expect("upload writer");
+        up.size = start + written;
+        up.hasher = hasher;
+        result.map_err(|e| storage_error("writing an upload", e))?;
+        if let Some(e) = body_error {
+            // What arrived is kept: the client may resume from `Range`.
+            return Err(RegistryError::new(
+                Code::BlobUploadInvalid,
+                format!(
+                    "the upload's body broke off after {written} bytes ({e}); resume from the offset the upload's status gives"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a complete upload against `expected`; the file to move into the blob store.
+    pub async fn verify(&self, id: &str, up: &mut Upload, expected: &Digest) -> Result<PathBuf> {
+        let path = self.path(id);
+        let got = match up.hasher.take() {
+            Some(h) if h.algorithm() == expected.algorithm() => h.finish(),
+            _ => {
+                let (p, alg) = (path.clone(), expected.algorithm());
+                tokio::task::spawn_blocking(move || hash_file(&p, alg))
+                    .await
+                    .expect("hash upload")
+                    .map_err(|e| storage_error("reading an upload", e))?
+            }
+        };
+        if &got != expected {
+            return Err(RegistryError::new(
+                Code::DigestInvalid,
+                format!(
+                    "the upload's {} bytes have digest {got}, not {expected}: the upload was corrupted on its way; push again",
+                    up.size
+                ),
+            ));
+        }
+        Ok(path)
+    }
+}
+
+/// The digest of a file.
+pub(crate) fn hash_file(path: &Path, alg: Algorithm) -> io::Result<Digest> {
+    let mut f = File::open(path)?;
+    let mut h = alg.hasher();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        h.update(&buf[..n]);
+    }
+}
