@@ -629,3 +629,15 @@ pub struct ProtectedRef {
     pub kind: String,
     pub created_at: i64,
 }
+
+/// A project's registry settings (`GET`/`PUT /api/v1/projects/{p}/registry`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// Anyone, signed in or not, may pull its images.
+    pub public: bool,
+    /// The least role that pushes into its repositories.
+    pub push_role: crate::Role,
+    /// The least role that promotes images into it (`gantry image promote`).
+    pub promote_role: crate::Role,
+}

@@ -419,9 +419,24 @@ async fn dispatch<A: Authority>(
         (Target::Blob(n, d), Method::GET) => get_blob(&reg, &headers, n, d, true).await,
         (Target::Blob(n, d), Method::HEAD) => get_blob(&reg, &headers, n, d, false).await,
         (Target::Blob(n, d), Method::DELETE) => delete_blob(&reg, &headers, n, d).await,
-        (Target::StartUpload(n), Method::POST) => start_upload(&reg, &headers, n, &q, body).await,
-        (Target::Upload(n, id), Method::PATCH) => patch_upload(&reg, &headers, n, id, body).await,
-        (Target::Upload(n, id), Method::PUT) => put_upload(&reg, &headers, n, id, &q, body).await,
+        (Target::StartUpload(n), Method::POST) => {
+            let mut body = Some(body);
+            let r = start_upload(&reg, &headers, n, &q, &mut body).await;
+            drain(body).await;
+            r
+        }
+        (Target::Upload(n, id), Method::PATCH) => {
+            let mut body = Some(body);
+            let r = patch_upload(&reg, &headers, n, id, &mut body).await;
+            drain(body).await;
+            r
+        }
+        (Target::Upload(n, id), Method::PUT) => {
+            let mut body = Some(body);
+            let r = put_upload(&reg, &headers, n, id, &q, &mut body).await;
+            drain(body).await;
+            r
+        }
         (Target::Upload(n, id), Method::GET) => upload_status(&reg, &headers, n, id).await,
         (Target::Upload(n, id), Method::DELETE) => cancel_upload(&reg, &headers, n, id).await,
         (Target::Manifest(n, r), Method::GET) => get_manifest(&reg, &headers, n, r, true).await,
@@ -436,6 +451,15 @@ async fn dispatch<A: Authority>(
         )),
     };
     r.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Reads what is left of a request body that was refused before it was read (up to a few
+/// megabytes), so that the client, still sending, reads the answer instead of a reset
+/// connection.
+async fn drain(body: Option<Body>) {
+    if let Some(b) = body {
+        let _ = axum::body::to_bytes(b, 16 << 20).await;
+    }
 }
 
 fn digest_param(s: &str) -> Result<Digest> {
@@ -644,7 +668,7 @@ async fn start_upload<A: Authority>(
     headers: &HeaderMap,
     name: &str,
     q: &HashMap<String, String>,
-    body: Body,
+    body: &mut Option<Body>,
 ) -> Result<Response> {
     let claims = reg.authorize(headers, name, Need::Push)?;
     let repo = reg.repo_for_write(name).await?;
@@ -674,6 +698,7 @@ async fn start_upload<A: Authority>(
             .get(&key)
             .ok_or_else(|| upload_unknown(&id))?;
         let mut up = slot.lock().await;
+        let body = body.take().unwrap_or_default();
         let result = async {
             reg.inner.uploads.append(&key, &mut up, body).await?;
             commit(reg, &repo, &key, &mut up, &d).await
@@ -767,12 +792,13 @@ async fn patch_upload<A: Authority>(
     headers: &HeaderMap,
     name: &str,
     id: &str,
-    body: Body,
+    body: &mut Option<Body>,
 ) -> Result<Response> {
     reg.authorize(headers, name, Need::Push)?;
     let (_, key, slot) = upload_of(reg, name, id).await?;
     let mut up = slot.lock().await;
     check_chunk_start(headers, name, id, up.size)?;
+    let body = body.take().unwrap_or_default();
     reg.inner.uploads.append(&key, &mut up, body).await?;
     Ok(upload_response(StatusCode::ACCEPTED, name, id, up.size))
 }
@@ -783,13 +809,14 @@ async fn put_upload<A: Authority>(
     name: &str,
     id: &str,
     q: &HashMap<String, String>,
-    body: Body,
+    body: &mut Option<Body>,
 ) -> Result<Response> {
     reg.authorize(headers, name, Need::Push)?;
     let (repo, key, slot) = upload_of(reg, name, id).await?;
     let d = digest_param(q.get("digest").map(String::as_str).unwrap_or(""))?;
     let mut up = slot.lock().await;
     check_chunk_start(headers, name, id, up.size)?;
+    let body = body.take().unwrap_or_default();
     let result = async {
         reg.inner.uploads.append(&key, &mut up, body).await?;
         commit(reg, &repo, &key, &mut up, &d).await

@@ -955,6 +955,8 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/api/v1/projects"),
     ("get", "/api/v1/projects/{project}"),
     ("post", "/api/v1/projects/{project}/webhook-secret"),
+    ("get", "/api/v1/projects/{project}/registry"),
+    ("put", "/api/v1/projects/{project}/registry"),
     ("get", "/api/v1/projects/{project}/webhook-deliveries"),
     ("get", "/api/v1/projects/{project}/schedules"),
     ("post", "/api/v1/projects/{project}/schedules"),

@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod logs;
 pub mod meta;
 pub mod notify;
+pub mod registry;
 pub mod schedules;
 pub mod triggers;
 pub mod variables;
@@ -199,6 +200,20 @@ pub const ROUTES: &[Route] = &[
         Project(Role::Maintainer),
         "Give the project a new webhook secret, shown this once (the old one stops working)",
         None,
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/registry",
+        Project(Role::Guest),
+        "The project's registry settings: public pulls, who pushes, who promotes",
+        None,
+    ),
+    r(
+        "PUT",
+        "/api/v1/projects/{project}/registry",
+        Project(Role::Maintainer),
+        "Change the project's registry settings",
+        Some("RegistrySettings"),
     ),
     r(
         "GET",
@@ -613,6 +628,8 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/api/v1/projects") => get(api::list_projects),
         ("GET", "/api/v1/projects/{project}") => get(api::get_project),
         ("POST", "/api/v1/projects/{project}/webhook-secret") => post(hooks::regenerate_secret),
+        ("GET", "/api/v1/projects/{project}/registry") => get(registry::settings),
+        ("PUT", "/api/v1/projects/{project}/registry") => put(registry::set_settings),
         ("GET", "/api/v1/projects/{project}/webhook-deliveries") => get(hooks::deliveries),
         ("GET", "/api/v1/projects/{project}/schedules") => get(schedules::list),
         ("POST", "/api/v1/projects/{project}/schedules") => post(schedules::create),

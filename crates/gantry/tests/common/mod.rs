@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod oci;
 pub mod server;
 
 use std::path::{Path, PathBuf};

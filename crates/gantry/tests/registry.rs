@@ -1,0 +1,662 @@
+//! The OCI registry of `gantry server` through its HTTP API, request by request: Docker's
+//! token flow and who gets which scope, blobs (ranges, delete), uploads (monolithic,
+//! chunked with `Content-Range`, out-of-order chunks, status, cancel, corrupt data),
+//! mounts, manifests (by tag and digest, sha512, missing blobs), referrers, tags and the
+//! catalog with pagination, and the spec's errors for bad input (never a 500). On SQLite and
+//! PostgreSQL. Real clients (docker, skopeo, buildah) are in `registry_clients.rs`.
+
+mod common;
+
+use common::oci::{Oci, sha256, sha512};
+use common::server::{Options, Server, backends};
+use common::{Project, git};
+use serde_json::{Value, json};
+use std::io::Write;
+
+const PASSWORD: &str = "correct horse battery";
+
+fn user(s: &Server, name: &str) {
+    s.api()
+        .post(
+            "/api/v1/users",
+            json!({"username": name, "password": PASSWORD}),
+        )
+        .unwrap_or_else(|e| panic!("user {name}: {e}"));
+}
+
+fn member(s: &Server, project: &str, name: &str, role: &str) {
+    s.api()
+        .post(
+            &format!("/api/v1/projects/{project}/members"),
+            json!({"username": name, "role": role}),
+        )
+        .unwrap_or_else(|e| panic!("member {name}: {e}"));
+}
+
+/// A server without an agent, projects `dev` and `secret`, users alice (developer in dev),
+/// rita (reporter in dev) and mallory (no role anywhere).
+fn setup(db: &common::server::Backend) -> (Server, Project) {
+    let mut opts = Options::new(db);
+    opts.local_agent = false;
+    let s = Server::start(opts);
+    let repo = Project::new("job: {script: [true]}\n");
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    repo.commit("init");
+    s.project("dev", repo.path());
+    s.project("secret", repo.path());
+    for u in ["alice", "rita", "mallory"] {
+        user(&s, u);
+    }
+    member(&s, "dev", "alice", "developer");
+    member(&s, "dev", "rita", "reporter");
+    (s, repo)
+}
+
+fn actions(token: &str, name: &str) -> Vec<String> {
+    Oci::access(token)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["name"] == name)
+        .flat_map(|a| a["actions"].as_array().unwrap().clone())
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn tokens_carry_what_each_role_may_do() {
+    for db in backends("registry_tokens") {
+        let (s, _repo) = setup(&db);
+        let oci = Oci::new(&s.url);
+        let what = db.name();
+
+        // The base endpoint sends clients to the token endpoint.
+        let r = oci.call("GET", "/v2/", None, &[], b"");
+        assert_eq!(r.status, 401, "{what}");
+        let challenge = r.header("www-authenticate");
+        assert!(
+            challenge.starts_with(&format!(
+                "Bearer realm=\"{}/v2/token\",service=\"gantry-registry\"",
+                s.url
+            )),
+            "{what}: {challenge}"
+        );
+        assert_eq!(r.header("docker-distribution-api-version"), "registry/2.0");
+
+        let scope = "repository:dev/app:pull,push,delete";
+        let alice = oci.token(Some(("alice", PASSWORD)), &[scope]);
+        assert_eq!(actions(&alice, "dev/app"), ["pull", "push"], "{what}");
+        let rita = oci.token(Some(("rita", PASSWORD)), &[scope]);
+        assert_eq!(actions(&rita, "dev/app"), ["pull"], "{what}");
+        let mallory = oci.token(Some(("mallory", PASSWORD)), &[scope]);
+        assert!(actions(&mallory, "dev/app").is_empty(), "{what}");
+        let admin = oci.token(Some(("admin", &s.token)), &[scope]);
+        assert_eq!(actions(&admin, "dev/app"), ["pull", "push", "delete"]);
+        let anonymous = oci.token(None, &[scope]);
+        assert!(actions(&anonymous, "dev/app").is_empty(), "{what}");
+        // No project owns `nowhere/app`: nothing is granted.
+        let t = oci.token(
+            Some(("admin", &s.token)),
+            &["repository:nowhere/app:pull,push"],
+        );
+        assert!(actions(&t, "nowhere/app").is_empty(), "{what}");
+
+        // A wrong password is refused at the token endpoint, with the reason.
+        let r = oci.token_resp(Some(("alice", "wrong")), &[scope]);
+        assert_eq!(r.status, 401, "{what}");
+        assert_eq!(r.code(), "UNAUTHORIZED");
+        assert!(
+            r.text().contains("wrong user name or password"),
+            "{}",
+            r.text()
+        );
+
+        // With a token, the base endpoint answers; a forged one is refused.
+        assert_eq!(oci.call("GET", "/v2/", Some(&alice), &[], b"").status, 200);
+        let forged = format!("{}x", &alice[..alice.len() - 1]);
+        assert_eq!(oci.call("GET", "/v2/", Some(&forged), &[], b"").status, 401);
+
+        // Personal access tokens: read_registry pulls only, write_registry pushes; a token
+        // without a registry scope and one of another user are refused.
+        let login = oci.call(
+            "POST",
+            "/api/v1/session",
+            None,
+            &[("Content-Type", "application/json")],
+            json!({"username": "alice", "password": PASSWORD})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(login.status, 201, "{}", login.text());
+        let cookie = login
+            .header("set-cookie")
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let csrf = login.json()["csrf_token"].as_str().unwrap().to_string();
+        let pat = |scopes: Value| {
+            let r = oci.call(
+                "POST",
+                "/api/v1/user/tokens",
+                None,
+                &[
+                    ("Cookie", &cookie),
+                    ("X-CSRF-Token", &csrf),
+                    ("Content-Type", "application/json"),
+                ],
+                json!({"name": "t", "scopes": scopes})
+                    .to_string()
+                    .as_bytes(),
+            );
+            assert_eq!(r.status, 201, "{}", r.text());
+            r.json()["token"].as_str().unwrap().to_string()
+        };
+        let read = pat(json!(["read_registry"]));
+        let t = oci.token(Some(("alice", &read)), &[scope]);
+        assert_eq!(actions(&t, "dev/app"), ["pull"], "{what}");
+        let write = pat(json!(["write_registry"]));
+        let t = oci.token(Some(("alice", &write)), &[scope]);
+        assert_eq!(actions(&t, "dev/app"), ["pull", "push"], "{what}");
+        let api_only = pat(json!(["read_api"]));
+        let r = oci.token_resp(Some(("alice", &api_only)), &[scope]);
+        assert_eq!(r.status, 401, "{what}: {}", r.text());
+        assert!(r.text().contains("no registry scope"), "{}", r.text());
+        let r = oci.token_resp(Some(("rita", &write)), &[scope]);
+        assert_eq!(r.status, 401, "{what}: {}", r.text());
+
+        // Public projects: anonymous pulls, nothing more.
+        s.api()
+            .put(
+                "/api/v1/projects/dev/registry",
+                json!({"public": true, "push_role": "developer", "promote_role": "maintainer"}),
+            )
+            .unwrap();
+        let anonymous = oci.token(None, &[scope]);
+        assert_eq!(actions(&anonymous, "dev/app"), ["pull"], "{what}");
+        let mallory = oci.token(Some(("mallory", PASSWORD)), &[scope]);
+        assert_eq!(actions(&mallory, "dev/app"), ["pull"], "{what}");
+        // Pushing into the project can be kept to maintainers.
+        s.api()
+            .put(
+                "/api/v1/projects/dev/registry",
+                json!({"public": false, "push_role": "maintainer", "promote_role": "maintainer"}),
+            )
+            .unwrap();
+        let alice = oci.token(Some(("alice", PASSWORD)), &[scope]);
+        assert_eq!(actions(&alice, "dev/app"), ["pull"], "{what}");
+    }
+}
+
+#[test]
+fn the_distribution_api_request_by_request() {
+    for db in backends("registry_api") {
+        let (s, _repo) = setup(&db);
+        let oci = Oci::new(&s.url);
+        let what = db.name();
+        let alice = oci.token(
+            Some(("alice", PASSWORD)),
+            &[
+                "repository:dev/app:pull,push",
+                "repository:dev/copy:pull,push",
+            ],
+        );
+        let tok = Some(alice.as_str());
+
+        // Nothing without a token, with the scope to ask for.
+        let r = oci.call("GET", "/v2/dev/app/tags/list", None, &[], b"");
+        assert_eq!(r.status, 401, "{what}");
+        assert!(
+            r.header("www-authenticate")
+                .contains("scope=\"repository:dev/app:pull\""),
+            "{}",
+            r.header("www-authenticate")
+        );
+
+        // A monolithic upload, then HEAD, GET and ranges.
+        let blob: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let d = sha256(&blob);
+        let r = oci.push_blob(&alice, "dev/app", &blob);
+        assert_eq!(r.status, 201, "{what}: {}", r.text());
+        assert_eq!(r.header("location"), format!("/v2/dev/app/blobs/{d}"));
+        assert_eq!(r.header("docker-content-digest"), d);
+        let r = oci.call("HEAD", &format!("/v2/dev/app/blobs/{d}"), tok, &[], b"");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-length"), "10000");
+        assert_eq!(r.header("docker-content-digest"), d);
+        let r = oci.call("GET", &format!("/v2/dev/app/blobs/{d}"), tok, &[], b"");
+        assert_eq!(r.body, blob);
+        let r = oci.call(
+            "GET",
+            &format!("/v2/dev/app/blobs/{d}"),
+            tok,
+            &[("Range", "bytes=100-199")],
+            b"",
+        );
+        assert_eq!(r.status, 206);
+        assert_eq!(r.header("content-range"), "bytes 100-199/10000");
+        assert_eq!(r.body, &blob[100..200]);
+        let r = oci.call(
+            "GET",
+            &format!("/v2/dev/app/blobs/{d}"),
+            tok,
+            &[("Range", "bytes=20000-")],
+            b"",
+        );
+        assert_eq!(r.status, 416);
+        assert_eq!(r.header("content-range"), "bytes */10000");
+        // Another repository of the same bytes does not hold them until pushed or mounted.
+        let r = oci.call("HEAD", &format!("/v2/dev/copy/blobs/{d}"), tok, &[], b"");
+        assert_eq!(r.status, 404, "{what}");
+
+        // Chunked: POST, PATCH with Content-Range, a chunk out of order (416), the status,
+        // a wrong digest (400, the upload is gone), then the whole again.
+        let start = |name: &str| {
+            let r = oci.call("POST", &format!("/v2/{name}/blobs/uploads/"), tok, &[], b"");
+            assert_eq!(r.status, 202, "{}", r.text());
+            assert_eq!(r.header("range"), "0-0");
+            assert!(!r.header("docker-upload-uuid").is_empty());
+            r.header("location").to_string()
+        };
+        let loc = start("dev/app");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let (a, b) = data.split_at(120_000);
+        let r = oci.call("PATCH", &loc, tok, &[("Content-Range", "0-119999")], a);
+        assert_eq!(r.status, 202, "{}", r.text());
+        assert_eq!(r.header("range"), "0-119999");
+        let loc = r.header("location").to_string();
+        let r = oci.call("PATCH", &loc, tok, &[("Content-Range", "100-299")], b);
+        assert_eq!(r.status, 416, "{what}: a chunk that does not follow");
+        assert_eq!(r.header("range"), "0-119999");
+        let r = oci.call("GET", &loc, tok, &[], b"");
+        assert_eq!(r.status, 204);
+        assert_eq!(r.header("range"), "0-119999");
+        let wrong = sha256(b"something else");
+        let r = oci.call("PUT", &format!("{loc}?digest={wrong}"), tok, &[], b);
+        assert_eq!(r.status, 400);
+        assert_eq!(r.code(), "DIGEST_INVALID", "{}", r.text());
+        let r = oci.call("GET", &loc, tok, &[], b"");
+        assert_eq!(r.status, 404);
+        assert_eq!(r.code(), "BLOB_UPLOAD_UNKNOWN");
+        let r = oci.call("HEAD", &format!("/v2/dev/app/blobs/{wrong}"), tok, &[], b"");
+        assert_eq!(r.status, 404, "a corrupt upload is never visible");
+        let loc = start("dev/app");
+        let r = oci.call("PATCH", &loc, tok, &[("Content-Range", "0-119999")], a);
+        assert_eq!(r.status, 202);
+        let r = oci.call(
+            "PUT",
+            &format!("{}?digest={}", r.header("location"), sha256(&data)),
+            tok,
+            &[("Content-Range", "120000-299999")],
+            b,
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        let r = oci.call(
+            "GET",
+            &format!("/v2/dev/app/blobs/{}", sha256(&data)),
+            tok,
+            &[],
+            b"",
+        );
+        assert_eq!(r.body, data);
+        // An upload's URL under another repository names nothing.
+        let loc = start("dev/app");
+        let other = loc.replace("/dev/app/", "/dev/copy/");
+        let r = oci.call("PATCH", &other, tok, &[], b"x");
+        assert_eq!(r.status, 404, "{what}");
+        // Cancel.
+        assert_eq!(oci.call("DELETE", &loc, tok, &[], b"").status, 204);
+        assert_eq!(oci.call("PATCH", &loc, tok, &[], b"x").status, 404);
+
+        // sha512.
+        let big = b"sha512 bytes".repeat(100);
+        let loc = start("dev/app");
+        let r = oci.call(
+            "PUT",
+            &format!("{loc}?digest={}", sha512(&big)),
+            tok,
+            &[],
+            &big,
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        let r = oci.call(
+            "GET",
+            &format!("/v2/dev/app/blobs/{}", sha512(&big)),
+            tok,
+            &[],
+            b"",
+        );
+        assert_eq!(r.body, big);
+
+        // Mount into dev/copy from dev/app (pull there is in the token).
+        let r = oci.call(
+            "POST",
+            &format!("/v2/dev/copy/blobs/uploads/?mount={d}&from=dev/app"),
+            tok,
+            &[],
+            b"",
+        );
+        assert_eq!(r.status, 201, "{what}: {}", r.text());
+        assert_eq!(
+            oci.call("GET", &format!("/v2/dev/copy/blobs/{d}"), tok, &[], b"")
+                .body,
+            blob
+        );
+        // From a repository the token may not pull: an upload starts instead.
+        let admin = oci.token(
+            Some(("admin", &s.token)),
+            &["repository:secret/x:pull,push"],
+        );
+        assert_eq!(oci.push_blob(&admin, "secret/x", b"hidden").status, 201);
+        let r = oci.call(
+            "POST",
+            &format!(
+                "/v2/dev/copy/blobs/uploads/?mount={}&from=secret/x",
+                sha256(b"hidden")
+            ),
+            tok,
+            &[],
+            b"",
+        );
+        assert_eq!(r.status, 202, "{what}: no mount without pull in the source");
+
+        // Manifests: a missing blob is refused; by tag; by digest; HEAD; sha512 digest.
+        let config = br#"{"architecture":"amd64","os":"linux"}"#;
+        let missing = json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config), "size": config.len()},
+            "layers": [],
+        })
+        .to_string();
+        let r = oci.put_manifest(&alice, "dev/app", "1.0", missing.as_bytes());
+        assert_eq!(r.status, 400);
+        assert_eq!(r.code(), "MANIFEST_BLOB_UNKNOWN", "{}", r.text());
+        let m = oci.push_image(&alice, "dev/app", "1.0", &[&blob, &data]);
+        let r = oci.call(
+            "GET",
+            "/v2/dev/app/manifests/1.0",
+            tok,
+            &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+            b"",
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("docker-content-digest"), m);
+        assert_eq!(
+            r.header("content-type"),
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+        assert_eq!(sha256(&r.body), m);
+        let manifest_bytes = r.body.clone();
+        let r = oci.call("HEAD", &format!("/v2/dev/app/manifests/{m}"), tok, &[], b"");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-length"), manifest_bytes.len().to_string());
+        let by512 = sha512(&manifest_bytes);
+        let r = oci.put_manifest(&alice, "dev/app", &by512, &manifest_bytes);
+        assert_eq!(r.status, 201, "{}", r.text());
+        let r = oci.put_manifest(&alice, "dev/app", &sha256(b"other"), &manifest_bytes);
+        assert_eq!(r.code(), "DIGEST_INVALID", "{}", r.text());
+
+        // Referrers: an artifact whose subject is the image.
+        let empty = b"{}";
+        assert_eq!(oci.push_blob(&alice, "dev/app", empty).status, 201);
+        let sig = json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.example.signature",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(empty), "size": 2},
+            "layers": [],
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m, "size": manifest_bytes.len()},
+            "annotations": {"org.example.signed-by": "ci"},
+        })
+        .to_string();
+        let r = oci.put_manifest(&alice, "dev/app", &sha256(sig.as_bytes()), sig.as_bytes());
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(r.header("oci-subject"), m);
+        let r = oci.call("GET", &format!("/v2/dev/app/referrers/{m}"), tok, &[], b"");
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("content-type"),
+            "application/vnd.oci.image.index.v1+json"
+        );
+        let refs = r.json();
+        assert_eq!(
+            refs["manifests"][0]["digest"],
+            sha256(sig.as_bytes()),
+            "{refs}"
+        );
+        assert_eq!(
+            refs["manifests"][0]["artifactType"],
+            "application/vnd.example.signature"
+        );
+        assert_eq!(
+            refs["manifests"][0]["annotations"]["org.example.signed-by"],
+            "ci"
+        );
+        let r = oci.call(
+            "GET",
+            &format!("/v2/dev/app/referrers/{m}?artifactType=other"),
+            tok,
+            &[],
+            b"",
+        );
+        assert_eq!(r.header("oci-filters-applied"), "artifactType");
+        assert_eq!(r.json()["manifests"], json!([]));
+
+        // Tags with pagination.
+        for t in ["1.1", "1.2", "1.3", "2.0"] {
+            assert_eq!(
+                oci.put_manifest(&alice, "dev/app", t, &manifest_bytes)
+                    .status,
+                201
+            );
+        }
+        let r = oci.call("GET", "/v2/dev/app/tags/list?n=2", tok, &[], b"");
+        assert_eq!(r.json(), json!({"name": "dev/app", "tags": ["1.0", "1.1"]}));
+        assert_eq!(
+            r.header("link"),
+            "</v2/dev/app/tags/list?n=2&last=1.1>; rel=\"next\""
+        );
+        let r = oci.call("GET", "/v2/dev/app/tags/list?n=2&last=1.1", tok, &[], b"");
+        assert_eq!(r.json()["tags"], json!(["1.2", "1.3"]));
+        let r = oci.call("GET", "/v2/dev/app/tags/list?last=1.3", tok, &[], b"");
+        assert_eq!(r.json()["tags"], json!(["2.0"]));
+        assert_eq!(r.header("link"), "");
+
+        // The catalog: alice sees dev's repositories, not secret's.
+        let cat = oci.token(Some(("alice", PASSWORD)), &["registry:catalog:*"]);
+        let r = oci.call("GET", "/v2/_catalog", Some(&cat), &[], b"");
+        assert_eq!(
+            r.json(),
+            json!({"repositories": ["dev/app", "dev/copy"]}),
+            "{what}"
+        );
+        let cat = oci.token(Some(("admin", &s.token)), &["registry:catalog:*"]);
+        let r = oci.call("GET", "/v2/_catalog?n=1", Some(&cat), &[], b"");
+        assert_eq!(r.json(), json!({"repositories": ["dev/app"]}));
+        assert!(
+            r.header("link").contains("last=dev%2Fapp"),
+            "{}",
+            r.header("link")
+        );
+        let r = oci.call("GET", "/v2/_catalog", tok, &[], b"");
+        assert_eq!(r.status, 401, "the catalog needs its scope");
+
+        // Bad input: the spec's codes, never a 500.
+        let bad: [(&str, &str, &[u8], u16, &str); 7] = [
+            ("GET", "/v2/dev/App/tags/list", b"", 400, "NAME_INVALID"),
+            (
+                "GET",
+                "/v2/dev/app/blobs/sha256:nothex",
+                b"",
+                400,
+                "DIGEST_INVALID",
+            ),
+            (
+                "GET",
+                "/v2/dev/app/blobs/md5:d41d8cd98f00b204e9800998ecf8427e",
+                b"",
+                400,
+                "DIGEST_INVALID",
+            ),
+            (
+                "PUT",
+                "/v2/dev/app/manifests/latest",
+                b"{not json",
+                400,
+                "MANIFEST_INVALID",
+            ),
+            (
+                "PUT",
+                "/v2/dev/app/manifests/.bad",
+                b"{}",
+                400,
+                "TAG_INVALID",
+            ),
+            (
+                "GET",
+                "/v2/dev/app/manifests/nope",
+                b"",
+                404,
+                "MANIFEST_UNKNOWN",
+            ),
+            ("GET", "/v2/dev/nothing/tags/list", b"", 404, "NAME_UNKNOWN"),
+        ];
+        let every = oci.token(
+            Some(("admin", &s.token)),
+            &[
+                "repository:dev/app:pull,push",
+                "repository:dev/nothing:pull",
+                "repository:dev/App:pull",
+            ],
+        );
+        for (method, path, body, status, code) in bad {
+            let r = oci.call(
+                method,
+                path,
+                Some(&every),
+                &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+                body,
+            );
+            assert_eq!(
+                (r.status, r.code().as_str()),
+                (status, code),
+                "{what}: {method} {path}: {}",
+                r.text()
+            );
+        }
+
+        // Deletes need the delete action: alice (developer) has none; the admin has.
+        let r = oci.call("DELETE", "/v2/dev/app/manifests/2.0", tok, &[], b"");
+        assert_eq!(r.status, 401, "{what}");
+        let del = oci.token(
+            Some(("admin", &s.token)),
+            &["repository:dev/app:pull,delete"],
+        );
+        let r = oci.call("DELETE", "/v2/dev/app/manifests/2.0", Some(&del), &[], b"");
+        assert_eq!(r.status, 202, "{}", r.text());
+        let r = oci.call("GET", "/v2/dev/app/tags/list", tok, &[], b"");
+        assert_eq!(r.json()["tags"], json!(["1.0", "1.1", "1.2", "1.3"]));
+        let r = oci.call(
+            "DELETE",
+            &format!("/v2/dev/app/manifests/{m}"),
+            Some(&del),
+            &[],
+            b"",
+        );
+        assert_eq!(r.status, 202);
+        let r = oci.call("GET", "/v2/dev/app/manifests/1.0", tok, &[], b"");
+        assert_eq!(
+            r.code(),
+            "MANIFEST_UNKNOWN",
+            "the tags went with their manifest"
+        );
+        let r = oci.call(
+            "DELETE",
+            &format!("/v2/dev/app/blobs/{d}"),
+            Some(&del),
+            &[],
+            b"",
+        );
+        assert_eq!(r.status, 202);
+        assert_eq!(
+            oci.call("HEAD", &format!("/v2/dev/app/blobs/{d}"), tok, &[], b"")
+                .status,
+            404
+        );
+        assert_eq!(
+            oci.call("HEAD", &format!("/v2/dev/copy/blobs/{d}"), tok, &[], b"")
+                .status,
+            200,
+            "{what}: another repository's link stays"
+        );
+        assert!(!s.stderr_text().contains("panicked"), "{}", s.stderr_text());
+    }
+}
+
+#[test]
+fn kill_9_during_an_upload_leaves_no_blob_and_the_next_push_succeeds() {
+    let db = &backends("registry_kill9")[0];
+    let (mut s, _repo) = setup(db);
+    let oci = Oci::new(&s.url);
+    let token = oci.token(Some(("alice", PASSWORD)), &["repository:dev/app:pull,push"]);
+    let data: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let d = sha256(&data);
+
+    // A monolithic upload that stops half-way: the server dies while it reads.
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        tcp,
+        "POST /v2/dev/app/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    )
+    .unwrap();
+    tcp.write_all(&data[..data.len() / 2]).unwrap();
+    tcp.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    s.kill9();
+    drop(tcp);
+    s.restart();
+
+    let oci = Oci::new(&s.url);
+    let token = oci.token(Some(("alice", PASSWORD)), &["repository:dev/app:pull,push"]);
+    let r = oci.call(
+        "HEAD",
+        &format!("/v2/dev/app/blobs/{d}"),
+        Some(&token),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 404, "half a blob is never visible");
+    let stored = walk(&s.data.path().join("blobs"));
+    assert!(
+        !stored.iter().any(|p| p.contains(&d[7..])),
+        "no file under the blob's key: {stored:?}"
+    );
+    let r = oci.push_blob(&token, "dev/app", &data);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = oci.call(
+        "GET",
+        &format!("/v2/dev/app/blobs/{d}"),
+        Some(&token),
+        &[],
+        b"",
+    );
+    assert_eq!(sha256(&r.body), d);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
