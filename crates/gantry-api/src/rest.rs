@@ -641,3 +641,22 @@ pub struct RegistrySettings {
     /// The least role that promotes images into it (`gantry image promote`).
     pub promote_role: crate::Role,
 }
+
+/// A promotion inside the registry (`POST /api/v1/registry/promote`): the source image
+/// (`dev/app:1.4` or `dev/app@sha256:…`) and the destination tag (`test/app:1.4-test`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePromote {
+    pub source: String,
+    pub destination: String,
+}
+
+/// What a promotion did: the digest both tags now name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePromoted {
+    pub digest: String,
+    pub source: String,
+    pub destination: String,
+    /// Manifests the destination received (the image, an index's images, referrers).
+    pub manifests: usize,
+}

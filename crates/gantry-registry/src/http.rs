@@ -140,7 +140,7 @@ impl<A: Authority> Registry<A> {
     }
 
     /// The repository a push names, made on its first push inside its project.
-    async fn repo_for_write(&self, name: &str) -> Result<RepositoryRow> {
+    pub(crate) async fn repo_for_write(&self, name: &str) -> Result<RepositoryRow> {
         if let Some(r) = self.inner.db.repository(name).await? {
             return Ok(r);
         }

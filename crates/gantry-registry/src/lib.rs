@@ -13,6 +13,7 @@
 //!   rename once their digest checks.
 //! - [`manifest`]: what a manifest references; [`digest`]: sha256/sha512 digests;
 //!   [`names`]: repository and tag grammar; [`error`]: the spec's error codes.
+//! - [`promote`]: promotion by digest between repositories (links, no bytes).
 //! - [`token`]: Docker's token flow: scopes, short-lived HS256 tokens carrying what the
 //!   [`token::Authority`] granted.
 //!
@@ -26,10 +27,12 @@ pub mod error;
 pub mod http;
 pub mod manifest;
 pub mod names;
+pub mod promote;
 pub mod token;
 mod uploads;
 
 pub use http::router;
+pub use promote::{ImageRef, Promoted};
 pub use token::{Actions, Authority, Refusal, TokenKeys};
 
 use gantry_store::Db;

@@ -55,6 +55,9 @@ enum Command {
     /// Cron schedules on the server: list, create, update, delete, play; polling.
     #[command(subcommand)]
     Schedule(cmd::schedule::Command),
+    /// Images in the registry: promote by digest.
+    #[command(subcommand)]
+    Image(cmd::image::Command),
 }
 
 /// glibc malloc arenas of the long-running commands (see `gantry_malloc`).
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::Hook(c) => cmd::hook::run(c),
         Command::Login(a) => cmd::login::run(a),
         Command::Schedule(c) => cmd::schedule::run(c),
+        Command::Image(c) => cmd::image::run(c),
     };
     match result {
         Ok(code) => code,

@@ -52,6 +52,42 @@ fn setup(db: &common::server::Backend) -> (Server, Project) {
     (s, repo)
 }
 
+/// Signs `user` in and makes them a personal access token with `scopes`.
+fn personal_token(oci: &Oci, user: &str, scopes: Value) -> String {
+    let login = oci.call(
+        "POST",
+        "/api/v1/session",
+        None,
+        &[("Content-Type", "application/json")],
+        json!({"username": user, "password": PASSWORD})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(login.status, 201, "{}", login.text());
+    let cookie = login
+        .header("set-cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let csrf = login.json()["csrf_token"].as_str().unwrap().to_string();
+    let r = oci.call(
+        "POST",
+        "/api/v1/user/tokens",
+        None,
+        &[
+            ("Cookie", &cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Content-Type", "application/json"),
+        ],
+        json!({"name": "t", "scopes": scopes})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["token"].as_str().unwrap().to_string()
+}
+
 fn actions(token: &str, name: &str) -> Vec<String> {
     Oci::access(token)
         .as_array()
@@ -118,40 +154,7 @@ fn tokens_carry_what_each_role_may_do() {
 
         // Personal access tokens: read_registry pulls only, write_registry pushes; a token
         // without a registry scope and one of another user are refused.
-        let login = oci.call(
-            "POST",
-            "/api/v1/session",
-            None,
-            &[("Content-Type", "application/json")],
-            json!({"username": "alice", "password": PASSWORD})
-                .to_string()
-                .as_bytes(),
-        );
-        assert_eq!(login.status, 201, "{}", login.text());
-        let cookie = login
-            .header("set-cookie")
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
-        let csrf = login.json()["csrf_token"].as_str().unwrap().to_string();
-        let pat = |scopes: Value| {
-            let r = oci.call(
-                "POST",
-                "/api/v1/user/tokens",
-                None,
-                &[
-                    ("Cookie", &cookie),
-                    ("X-CSRF-Token", &csrf),
-                    ("Content-Type", "application/json"),
-                ],
-                json!({"name": "t", "scopes": scopes})
-                    .to_string()
-                    .as_bytes(),
-            );
-            assert_eq!(r.status, 201, "{}", r.text());
-            r.json()["token"].as_str().unwrap().to_string()
-        };
+        let pat = |scopes: Value| personal_token(&oci, "alice", scopes);
         let read = pat(json!(["read_registry"]));
         let t = oci.token(Some(("alice", &read)), &[scope]);
         assert_eq!(actions(&t, "dev/app"), ["pull"], "{what}");
@@ -659,4 +662,196 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// `gantry image promote` as a user with a personal access token.
+fn promote_cli(s: &Server, token: &str, src: &str, dst: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["image", "promote", src, dst, "--server", &s.url])
+        .env("GANTRY_TOKEN", token)
+        .env_remove("GANTRY_DATA_DIR")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn promotion_dev_test_beta_release_keeps_the_digest_and_moves_no_bytes() {
+    for db in backends("registry_promote") {
+        let (s, repo) = setup(&db);
+        let what = db.name();
+        let oci = Oci::new(&s.url);
+        for p in ["test", "beta", "release"] {
+            s.project(p, repo.path());
+        }
+        // Nobody but owners pushes into test, beta and release: images get there by
+        // promotion. Testers (developers in test) promote into test; maintainers of beta and
+        // release promote there.
+        for (p, promote) in [
+            ("test", "developer"),
+            ("beta", "maintainer"),
+            ("release", "maintainer"),
+        ] {
+            s.api()
+                .put(
+                    &format!("/api/v1/projects/{p}/registry"),
+                    json!({"public": false, "push_role": "owner", "promote_role": promote}),
+                )
+                .unwrap();
+        }
+        for u in ["tess", "olga"] {
+            user(&s, u);
+        }
+        member(&s, "test", "alice", "reporter");
+        member(&s, "dev", "tess", "reporter");
+        member(&s, "test", "tess", "developer");
+        member(&s, "beta", "tess", "maintainer");
+        member(&s, "beta", "olga", "reporter");
+        member(&s, "release", "olga", "maintainer");
+
+        // A developer pushes the image and its signature to dev.
+        let alice = oci.token(
+            Some(("alice", PASSWORD)),
+            &[
+                "repository:dev/app:pull,push",
+                "repository:test/app:pull,push",
+            ],
+        );
+        let layer_a = vec![7u8; 300_000];
+        let layer_b = b"second layer".repeat(1000);
+        let digest = oci.push_image(&alice, "dev/app", "1.4-dev", &[&layer_a, &layer_b]);
+        let manifest = oci
+            .call(
+                "GET",
+                "/v2/dev/app/manifests/1.4-dev",
+                Some(&alice),
+                &[],
+                b"",
+            )
+            .body;
+        assert_eq!(oci.push_blob(&alice, "dev/app", b"{}").status, 201);
+        let sig = json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.example.signature",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(b"{}"), "size": 2},
+            "layers": [],
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": manifest.len()},
+        })
+        .to_string();
+        assert_eq!(
+            oci.put_manifest(&alice, "dev/app", &sha256(sig.as_bytes()), sig.as_bytes())
+                .status,
+            201
+        );
+        // The developer cannot push into test, nor promote there.
+        let r = oci.push_blob(&alice, "test/app", b"x");
+        assert_eq!(r.status, 401, "{what}: {}", r.text());
+        let alice_pat = personal_token(&oci, "alice", json!(["api"]));
+        let out = promote_cli(&s, &alice_pat, "dev/app:1.4-dev", "test/app:1.4-test");
+        assert_eq!(out.status.code(), Some(2), "{what}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("needs the developer role"), "{err}");
+
+        let files_before = walk(&s.data.path().join("blobs")).len();
+        // The tester promotes into test, then beta; operations into release.
+        let tess = personal_token(&oci, "tess", json!(["api"]));
+        let out = promote_cli(&s, &tess, "dev/app:1.4-dev", "test/app:1.4-test");
+        assert!(out.status.success(), "{what}: {out:?}");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.contains(&digest) && said.contains("no layer copied"),
+            "{said}"
+        );
+        let r = s
+            .api()
+            .post(
+                "/api/v1/registry/promote",
+                json!({"source": "test/app:1.4-test", "destination": "beta/app:1.4-beta"}),
+            )
+            .unwrap();
+        assert_eq!(r["digest"], digest.as_str());
+        let out = promote_cli(&s, &tess, "beta/app:1.4-beta", "release/app:1.4-release");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{what}: testers do not release: {out:?}"
+        );
+        let olga = personal_token(&oci, "olga", json!(["api"]));
+        let out = promote_cli(
+            &s,
+            &olga,
+            &format!("beta/app@{digest}"),
+            "release/app:1.4-release",
+        );
+        assert!(out.status.success(), "{what}: {out:?}");
+
+        // The same digest everywhere; the blobs are read through release; no file was added.
+        let olga_reg = oci.token(Some(("olga", PASSWORD)), &["repository:release/app:pull"]);
+        for (repo_name, tag) in [
+            ("test/app", "1.4-test"),
+            ("beta/app", "1.4-beta"),
+            ("release/app", "1.4-release"),
+        ] {
+            let t = oci.token(
+                Some(("admin", &s.token)),
+                &[&format!("repository:{repo_name}:pull")],
+            );
+            let r = oci.call(
+                "HEAD",
+                &format!("/v2/{repo_name}/manifests/{tag}"),
+                Some(&t),
+                &[],
+                b"",
+            );
+            assert_eq!(
+                r.header("docker-content-digest"),
+                digest,
+                "{what}: {repo_name}:{tag}"
+            );
+        }
+        let r = oci.call(
+            "GET",
+            &format!("/v2/release/app/blobs/{}", sha256(&layer_a)),
+            Some(&olga_reg),
+            &[],
+            b"",
+        );
+        assert_eq!(r.body, layer_a);
+        let r = oci.call(
+            "GET",
+            &format!("/v2/release/app/referrers/{digest}"),
+            Some(&olga_reg),
+            &[],
+            b"",
+        );
+        assert_eq!(
+            r.json()["manifests"][0]["digest"],
+            sha256(sig.as_bytes()),
+            "{what}: the signature came along"
+        );
+        assert_eq!(
+            walk(&s.data.path().join("blobs")).len(),
+            files_before,
+            "{what}: no bytes copied"
+        );
+
+        // The audit log: who promoted which digest, where.
+        let log = s.api().get("/api/v1/audit-log?per_page=100").unwrap();
+        let promotions: Vec<&Value> = log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "registry.promote")
+            .collect();
+        assert_eq!(promotions.len(), 3, "{what}: {log}");
+        let text = serde_json::to_string(&promotions).unwrap();
+        for needle in [
+            "tess",
+            "olga",
+            "admin-token",
+            "release/app:1.4-release",
+            &digest,
+        ] {
+            assert!(text.contains(needle), "{what}: {needle} in {text}");
+        }
+    }
 }

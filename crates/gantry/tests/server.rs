@@ -955,6 +955,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/api/v1/projects"),
     ("get", "/api/v1/projects/{project}"),
     ("post", "/api/v1/projects/{project}/webhook-secret"),
+    ("post", "/api/v1/registry/promote"),
     ("get", "/api/v1/projects/{project}/registry"),
     ("put", "/api/v1/projects/{project}/registry"),
     ("get", "/api/v1/projects/{project}/webhook-deliveries"),

@@ -4,7 +4,7 @@
 //! repositories (roles, the project's registry settings). The registry crate asks through its
 //! `Authority` trait, which the server implements on these.
 
-use super::Engine;
+use super::{Caller, Engine};
 use crate::error::{EngineError, Result};
 use crate::token::hash_token;
 use gantry_api::{JobStatus, Role, Scope};
@@ -80,8 +80,7 @@ impl Engine {
             };
         }
         if secret.starts_with("gpat_") {
-            let Some(super::Caller::User(u)) = self.authenticate_access_token(&secret).await?
-            else {
+            let Some(Caller::User(u)) = self.authenticate_access_token(&secret).await? else {
                 return Err(EngineError::Unauthorized(
                     "unknown personal access token".into(),
                 ));
@@ -181,6 +180,58 @@ impl Engine {
                 Ok(Some(self.inner.db.registry_visible_projects(None).await?))
             }
         }
+    }
+
+    /// Whether `caller` may promote an image of project `from` into project `to`: pull in
+    /// the source (reporter, or a public project) and the destination's promote role
+    /// (maintainer by default), so that developers push to `dev` while only those given
+    /// the role promote into `test` or `release`.
+    pub async fn registry_may_promote(&self, caller: &Caller, from: i64, to: i64) -> Result<()> {
+        if caller.is_admin() {
+            return Ok(());
+        }
+        let Caller::User(u) = caller else {
+            return Err(EngineError::Forbidden(
+                "only users promote images (agents and jobs do not)".into(),
+            ));
+        };
+        let from_settings = self.inner.db.registry_settings(from).await?;
+        let from_role = self.inner.db.role_of(from, u.id).await?;
+        if !from_settings.public && from_role.is_none_or(|r| r < Role::Reporter) {
+            return Err(EngineError::NotFound(
+                "the source image's project was not found (or you are not a member)".into(),
+            ));
+        }
+        let to_settings = self.inner.db.registry_settings(to).await?;
+        let need: Role = to_settings.promote_role.parse().unwrap_or(Role::Maintainer);
+        let to_role = self.inner.db.role_of(to, u.id).await?;
+        if to_role.is_none_or(|r| r < need) {
+            let project = self
+                .inner
+                .db
+                .project(to)
+                .await?
+                .map(|p| p.path)
+                .unwrap_or_default();
+            return Err(EngineError::Forbidden(format!(
+                "promoting into {project} needs the {need} role there (you have {}): ask one of its owners",
+                to_role.map_or_else(|| "none".to_string(), |r| r.to_string())
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records a promotion in the audit log.
+    pub async fn audit_promotion(&self, by: &Caller, project: i64, target: &str, details: String) {
+        self.audit_as(
+            &by.name(),
+            "registry.promote",
+            Some(project),
+            target,
+            Some(details),
+            None,
+        )
+        .await;
     }
 
     /// A project's registry settings.

@@ -202,6 +202,14 @@ pub const ROUTES: &[Route] = &[
         None,
     ),
     r(
+        "POST",
+        "/api/v1/registry/promote",
+        Signed,
+        "Promote an image by digest (dev/app:1.4 → test/app:1.4-test): pull in the source \
+         project and the destination's promote role; no layer is copied",
+        Some("ImagePromote"),
+    ),
+    r(
         "GET",
         "/api/v1/projects/{project}/registry",
         Project(Role::Guest),
@@ -629,6 +637,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/api/v1/projects/{project}") => get(api::get_project),
         ("POST", "/api/v1/projects/{project}/webhook-secret") => post(hooks::regenerate_secret),
         ("GET", "/api/v1/projects/{project}/registry") => get(registry::settings),
+        ("POST", "/api/v1/registry/promote") => post(registry::promote),
         ("PUT", "/api/v1/projects/{project}/registry") => put(registry::set_settings),
         ("GET", "/api/v1/projects/{project}/webhook-deliveries") => get(hooks::deliveries),
         ("GET", "/api/v1/projects/{project}/schedules") => get(schedules::list),

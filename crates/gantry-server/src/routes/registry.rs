@@ -3,10 +3,12 @@
 
 use crate::AppState;
 use crate::auth::Auth;
-use crate::error::ApiResult;
+use crate::error::{ApiResult, HttpError};
 use axum::Json;
 use axum::extract::{Path, State};
-use gantry_api::rest::RegistrySettings;
+use axum::http::StatusCode;
+use gantry_api::rest::{ImagePromote, ImagePromoted, RegistrySettings};
+use gantry_registry::ImageRef;
 use gantry_store::db::RegistrySettingsRow;
 
 pub async fn settings(
@@ -42,5 +44,67 @@ fn dto(r: &RegistrySettingsRow) -> RegistrySettings {
             .promote_role
             .parse()
             .unwrap_or(gantry_api::Role::Maintainer),
+    }
+}
+
+/// Promotes an image by digest: pull in the source's project and the destination project's
+/// promote role; recorded in the audit log with who and which digest.
+pub async fn promote(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Json(body): Json<ImagePromote>,
+) -> ApiResult<Json<ImagePromoted>> {
+    let parse = |what: &str, v: &str| {
+        ImageRef::parse(v).map_err(|e| HttpError::bad_request(format!("the {what}: {e}")))
+    };
+    let source = parse("source", &body.source)?;
+    let destination = parse("destination", &body.destination)?;
+    let project = |name: &str| {
+        let reg = s.registry.clone();
+        let name = name.to_string();
+        async move {
+            reg.project_of(&name)
+                .await
+                .map_err(registry_error)?
+                .ok_or_else(|| {
+                    HttpError::not_found(format!("no project owns {name}: images are PROJECT/NAME"))
+                })
+        }
+    };
+    let from = project(&source.name).await?;
+    let to = project(&destination.name).await?;
+    s.engine.registry_may_promote(&caller, from, to).await?;
+    let done = s
+        .registry
+        .promote(&source, &destination, &caller.name())
+        .await
+        .map_err(registry_error)?;
+    s.engine
+        .audit_promotion(
+            &caller,
+            to,
+            &done.destination,
+            serde_json::json!({"digest": done.digest, "source": done.source}).to_string(),
+        )
+        .await;
+    Ok(Json(ImagePromoted {
+        digest: done.digest,
+        source: done.source,
+        destination: done.destination,
+        manifests: done.manifests,
+    }))
+}
+
+/// A registry error as the API's JSON error.
+fn registry_error(e: gantry_registry::error::RegistryError) -> HttpError {
+    use gantry_registry::error::Code;
+    match e.code {
+        Code::NameUnknown | Code::ManifestUnknown | Code::BlobUnknown => {
+            HttpError::not_found(e.message)
+        }
+        Code::Unavailable => {
+            HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.message)
+        }
+        _ => HttpError::bad_request(e.message),
     }
 }

@@ -557,6 +557,108 @@ impl Db {
         rows.iter().map(ManifestRow::from_row).collect()
     }
 
+    // ---- promotion ------------------------------------------------------------------------
+
+    /// Promotes manifest `digest` of repository `from` into repository `to` under `tag`,
+    /// in one transaction: the manifest, the manifests an index lists, the manifests that
+    /// refer to them (signatures, SBOMs) and the links to every blob they use. No byte is
+    /// copied: both repositories then hold the same blobs. The number of manifests copied.
+    pub async fn promote_manifest(
+        &self,
+        from: i64,
+        digest: &str,
+        to: i64,
+        tag: &str,
+        by: &str,
+    ) -> Result<usize> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let mut queue = vec![digest.to_string()];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(d) = queue.pop() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            let copied = sqlx::query(
+                "INSERT INTO registry_manifests (repository_id, digest, media_type, size, \
+                 artifact_type, subject, annotations, pushed_by, created_at) \
+                 SELECT $1, digest, media_type, size, artifact_type, subject, annotations, $4, $5 \
+                 FROM registry_manifests WHERE repository_id = $2 AND digest = $3 \
+                 ON CONFLICT (repository_id, digest) DO NOTHING",
+            )
+            .bind(to)
+            .bind(from)
+            .bind(&d)
+            .bind(by)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if copied.rows_affected() == 0 && seen.len() == 1 {
+                // The image itself must be in the source (the caller checked; a concurrent
+                // delete may have removed it since).
+                let exists = sqlx::query(
+                    "SELECT 1 FROM registry_manifests WHERE repository_id = $1 AND digest = $2",
+                )
+                .bind(from)
+                .bind(&d)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if exists.is_none() {
+                    return Err(crate::StoreError::NotFound(format!("manifest {d}")));
+                }
+            }
+            sqlx::query(
+                "INSERT INTO registry_manifest_refs (repository_id, manifest_digest, child_digest) \
+                 SELECT $1, manifest_digest, child_digest FROM registry_manifest_refs \
+                 WHERE repository_id = $2 AND manifest_digest = $3 ON CONFLICT DO NOTHING",
+            )
+            .bind(to)
+            .bind(from)
+            .bind(&d)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO registry_blob_links (repository_id, digest, created_at) \
+                 SELECT $1, child_digest, $4 FROM registry_manifest_refs \
+                 WHERE repository_id = $2 AND manifest_digest = $3 \
+                 ON CONFLICT (repository_id, digest) DO NOTHING",
+            )
+            .bind(to)
+            .bind(from)
+            .bind(&d)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO registry_blob_links (repository_id, digest, created_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT (repository_id, digest) DO NOTHING",
+            )
+            .bind(to)
+            .bind(&d)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            // An index's manifests, and what refers to this one.
+            let rows = sqlx::query(
+                "SELECT r.child_digest AS d FROM registry_manifest_refs r JOIN registry_manifests m \
+                 ON m.repository_id = r.repository_id AND m.digest = r.child_digest \
+                 WHERE r.repository_id = $1 AND r.manifest_digest = $2 \
+                 UNION SELECT digest AS d FROM registry_manifests \
+                 WHERE repository_id = $1 AND subject = $2",
+            )
+            .bind(from)
+            .bind(&d)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in &rows {
+                queue.push(r.try_get("d")?);
+            }
+        }
+        upsert_tag(&mut tx, to, tag, digest, by, now).await?;
+        tx.commit().await?;
+        Ok(seen.len())
+    }
+
     // ---- uploads --------------------------------------------------------------------------
 
     pub async fn insert_upload(&self, id: &str, repository_id: i64) -> Result<()> {

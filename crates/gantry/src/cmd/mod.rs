@@ -6,6 +6,7 @@ pub mod agents;
 pub mod client;
 pub mod config;
 pub mod hook;
+pub mod image;
 pub mod job;
 pub mod lint;
 pub mod login;
