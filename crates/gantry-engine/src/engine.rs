@@ -589,6 +589,9 @@ impl Engine {
         // A branch's open merge requests, as the forge's webhooks told (CI_OPEN_MERGE_REQUESTS;
         // a merge request's own pipeline names itself).
         let mut trigger = trigger;
+        // The server's registry (CI_REGISTRY, CI_REGISTRY_IMAGE; the agent adds the job
+        // token as CI_REGISTRY_PASSWORD).
+        trigger.context.registry = Some(registry_host(&self.inner.config.external_url));
         if source != Source::MergeRequestEvent {
             let open = self
                 .inner
@@ -2053,4 +2056,10 @@ impl From<StoreError> for Box<EngineError> {
     fn from(e: StoreError) -> Self {
         Box::new(EngineError::Store(e))
     }
+}
+
+/// `host[:port]` of a URL (what `docker login` and image names use).
+fn registry_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_string()
 }

@@ -493,6 +493,11 @@ pub fn variables(
     ctx.manual = job.when == When::Manual;
     ctx.timeout_secs = Some(job.timeout.unwrap_or(spec.default_timeout.as_secs()));
     ctx.token = spec.job_token.clone();
+    if spec.trigger.context.registry.is_some() && spec.job_token.is_some() {
+        // GitLab's convention: the job token logs in to the registry.
+        ctx.registry_user = Some("gitlab-ci-token".into());
+        ctx.registry_password = spec.job_token.clone();
+    }
     ctx.runner = spec.runner.clone();
     if let Some((index, total)) = job.node {
         ctx.parallel = Some(vars::Parallel { index, total });

@@ -7,9 +7,9 @@
 
 mod common;
 
+use common::Project;
 use common::oci::{Oci, sha256, sha512};
 use common::server::{Options, Server, backends};
-use common::{Project, git};
 use serde_json::{Value, json};
 use std::io::Write;
 
@@ -40,7 +40,6 @@ fn setup(db: &common::server::Backend) -> (Server, Project) {
     opts.local_agent = false;
     let s = Server::start(opts);
     let repo = Project::new("job: {script: [true]}\n");
-    git(repo.path(), &["init", "-q", "-b", "main"]);
     repo.commit("init");
     s.project("dev", repo.path());
     s.project("secret", repo.path());
@@ -854,4 +853,76 @@ fn promotion_dev_test_beta_release_keeps_the_digest_and_moves_no_bytes() {
             assert!(text.contains(needle), "{what}: {needle} in {text}");
         }
     }
+}
+
+/// Whether the registry clients the job test uses are here; `GANTRY_REQUIRE_REGISTRY_TOOLS=1`
+/// (set by scripts/test) makes their absence a failure.
+fn tools(names: &[&str]) -> bool {
+    let missing: Vec<&&str> = names
+        .iter()
+        .filter(|n| {
+            !std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {n}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var("GANTRY_REQUIRE_REGISTRY_TOOLS").as_deref() != Ok("1"),
+        "GANTRY_REQUIRE_REGISTRY_TOOLS=1 but {missing:?} are missing"
+    );
+    eprintln!("skipped: {missing:?} not installed");
+    false
+}
+
+#[test]
+fn a_job_pushes_to_its_project_with_the_ci_registry_variables() {
+    if !tools(&["skopeo", "umoci"]) {
+        return;
+    }
+    let db = &backends("registry_job")[0];
+    let s = Server::start(Options::new(db));
+    let repo = Project::new(
+        r#"push:
+  script:
+    - echo "registry=$CI_REGISTRY image=$CI_REGISTRY_IMAGE user=$CI_REGISTRY_USER"
+    - umoci init --layout img && umoci new --image img:latest
+    - skopeo copy --quiet --dest-tls-verify=false --dest-creds "$CI_REGISTRY_USER:$CI_REGISTRY_PASSWORD" oci:img:latest "docker://$CI_REGISTRY_IMAGE:built-by-ci"
+    - if skopeo copy --quiet --dest-tls-verify=false --dest-creds "$CI_REGISTRY_USER:$CI_REGISTRY_PASSWORD" oci:img:latest "docker://$CI_REGISTRY/other/x:1"; then echo "pushed into another project"; exit 1; fi
+    - echo "password=$CI_REGISTRY_PASSWORD"
+"#,
+    );
+    repo.commit("init");
+    let project = s.project("team/app", repo.path());
+    s.project("other", repo.path());
+    let p = s.pipeline(project, "main");
+    let done = s.wait_pipeline(common::server::id(&p), std::time::Duration::from_secs(120));
+    let job = common::server::job(&done, "push");
+    let log = s.log(common::server::id(&job));
+    assert_eq!(done["status"], "success", "{log}");
+    let host = s.url.trim_start_matches("http://");
+    assert!(
+        log.contains(&format!(
+            "registry={host} image={host}/team/app user=gitlab-ci-token"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("password=[MASKED]"),
+        "the job token is masked: {log}"
+    );
+
+    // The image is there, pushed by the job; the job's token no longer works.
+    let oci = Oci::new(&s.url);
+    let t = oci.token(Some(("admin", &s.token)), &["repository:team/app:pull"]);
+    let r = oci.call("GET", "/v2/team/app/tags/list", Some(&t), &[], b"");
+    assert_eq!(r.json()["tags"], json!(["built-by-ci"]), "{}", r.text());
+    let pushed_by = s.sql("SELECT pushed_by FROM registry_tags");
+    assert_eq!(
+        pushed_by.trim(),
+        format!("job:{}", common::server::id(&job))
+    );
 }
