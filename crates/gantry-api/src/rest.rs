@@ -660,3 +660,21 @@ pub struct ImagePromoted {
     /// Manifests the destination received (the image, an index's images, referrers).
     pub manifests: usize,
 }
+
+/// A garbage collection of the registry (`POST /api/v1/registry/gc`, administrators).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryGc {
+    /// Spare what is younger than this [default: the server's `--registry-gc-grace`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_secs: Option<u64>,
+}
+
+/// What a garbage collection removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryGcReport {
+    pub uploads_removed: u64,
+    pub links_removed: u64,
+    pub blobs_removed: u64,
+    pub bytes_freed: u64,
+}

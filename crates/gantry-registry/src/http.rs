@@ -538,6 +538,17 @@ async fn get_blob<A: Authority>(
         .linked_blob(repo.id, &d.to_string())
         .await?
         .ok_or_else(|| blob_unknown(name, &d))? as u64;
+    if !with_body {
+        // A client that finds the blob will not push it: keep it through collection.
+        reg.inner
+            .db
+            .touch_link(
+                repo.id,
+                &d.to_string(),
+                reg.inner.gc_grace.as_millis() as i64 / 4,
+            )
+            .await?;
+    }
     let r = range(headers, size)?;
     let (status, start, len) = match r {
         Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
@@ -724,6 +735,7 @@ async fn commit<A: Authority>(
     let path = reg.inner.uploads.verify(key, up, d).await?;
     let size = up.size;
     let digest = d.to_string();
+    let _held = reg.lock_digest(d).await;
     let stored = reg.inner.db.known_blob(&digest).await?.is_some() && {
         let (blobs, k) = (reg.inner.blobs.clone(), d.blob_key());
         tokio::task::spawn_blocking(move || blobs.exists(&k))
@@ -1005,6 +1017,7 @@ async fn put_manifest<A: Authority>(
             ),
         ));
     }
+    let _held = reg.lock_digest(&digest).await;
     store_manifest_bytes(reg, &digest, bytes.clone()).await?;
     let mut refs = blobs;
     refs.extend(children);
@@ -1028,7 +1041,15 @@ async fn put_manifest<A: Authority>(
             },
             tag,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            gantry_store::StoreError::NotFound(what) => RegistryError::new(
+                Code::ManifestBlobUnknown,
+                format!("{what} was removed from {name} (unused for a long time) before this manifest came: push it again"),
+            ),
+            e => e.into(),
+        })?;
+    drop(_held);
     let mut resp = Response::builder()
         .status(StatusCode::CREATED)
         .header(

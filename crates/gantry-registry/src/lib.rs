@@ -13,6 +13,8 @@
 //!   rename once their digest checks.
 //! - [`manifest`]: what a manifest references; [`digest`]: sha256/sha512 digests;
 //!   [`names`]: repository and tag grammar; [`error`]: the spec's error codes.
+//! - [`gc`]: online garbage collection (unused links, then unlinked blobs, after a grace
+//!   period, under the digest locks uploads take).
 //! - [`promote`]: promotion by digest between repositories (links, no bytes).
 //! - [`token`]: Docker's token flow: scopes, short-lived HS256 tokens carrying what the
 //!   [`token::Authority`] granted.
@@ -24,6 +26,7 @@
 
 pub mod digest;
 pub mod error;
+pub mod gc;
 pub mod http;
 pub mod manifest;
 pub mod names;
@@ -54,6 +57,8 @@ pub struct RegistryConfig {
     /// fsync blobs before they are acknowledged (survive a power cut, not only a crash of
     /// the process); costs several milliseconds per blob on common disks.
     pub durable: bool,
+    /// What garbage collection never touches: links and blobs younger than this.
+    pub gc_grace: std::time::Duration,
 }
 
 /// The registry service. Cheap to clone.
@@ -85,6 +90,10 @@ struct Inner<A> {
     authority: A,
     public_url: Option<String>,
     durable: bool,
+    gc_grace: std::time::Duration,
+    /// Digest locks (striped): an upload holds its digest's from "is it stored?" to "it is
+    /// linked"; garbage collection from "forgotten" to "bytes deleted".
+    locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 /// The service name in tokens and challenges.
@@ -106,6 +115,8 @@ impl<A: Authority> Registry<A> {
                 authority,
                 public_url: config.public_url,
                 durable: config.durable,
+                gc_grace: config.gc_grace,
+                locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             }),
         })
     }
@@ -118,7 +129,19 @@ impl<A: Authority> Registry<A> {
         &self.inner.authority
     }
 
+    pub fn gc_grace(&self) -> std::time::Duration {
+        self.inner.gc_grace
+    }
+
     pub fn keys(&self) -> &TokenKeys {
         &self.inner.keys
+    }
+
+    /// The lock of a digest's stripe.
+    pub(crate) async fn lock_digest(&self, d: &digest::Digest) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = u8::from_str_radix(&d.hex()[..2], 16).unwrap_or(0) as usize;
+        self.inner.locks[stripe % self.inner.locks.len()]
+            .lock()
+            .await
     }
 }

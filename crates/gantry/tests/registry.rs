@@ -926,3 +926,201 @@ fn a_job_pushes_to_its_project_with_the_ci_registry_variables() {
         format!("job:{}", common::server::id(&job))
     );
 }
+
+/// Image content of pusher `p`, image `i`: a unique layer and one every image shares.
+fn layers(p: usize, i: usize) -> (Vec<u8>, Vec<u8>) {
+    let unique = format!("pusher {p} image {i} ").repeat(2000).into_bytes();
+    let shared = b"the base layer every image has".repeat(3000);
+    (unique, shared)
+}
+
+#[test]
+fn garbage_collection_removes_only_what_nothing_uses() {
+    let db = &backends("registry_gc")[0];
+    let (s, _repo) = setup(db);
+    let oci = Oci::new(&s.url);
+    let t = oci.token(
+        Some(("admin", &s.token)),
+        &[
+            "repository:dev/a:pull,push,delete",
+            "repository:dev/b:pull,push,delete",
+        ],
+    );
+    let (ua, shared) = layers(0, 0);
+    let (ub, _) = layers(0, 1);
+    let a = oci.push_image(&t, "dev/a", "1", &[&ua, &shared]);
+    let b = oci.push_image(&t, "dev/b", "1", &[&ub, &shared]);
+    let orphan = b"pushed, never used by a manifest".repeat(100);
+    assert_eq!(oci.push_blob(&t, "dev/a", &orphan).status, 201);
+    assert_eq!(
+        oci.call(
+            "DELETE",
+            &format!("/v2/dev/b/manifests/{b}"),
+            Some(&t),
+            &[],
+            b""
+        )
+        .status,
+        202
+    );
+    let files = || walk(&s.data.path().join("blobs")).len();
+    let before = files();
+
+    // Everything is younger than the grace period: nothing goes.
+    let r = s.api().post("/api/v1/registry/gc", json!({})).unwrap();
+    assert_eq!(r["blobs_removed"], 0, "{r}");
+    assert_eq!(files(), before);
+
+    // An hour later: dev/b's manifest and unique layer, and the orphan go; the shared layer
+    // and config stay (dev/a uses them), and so does everything of dev/a.
+    s.sql("UPDATE registry_blob_links SET created_at = 0");
+    s.sql("UPDATE registry_blobs SET created_at = 0");
+    let r = s.api().post("/api/v1/registry/gc", json!({})).unwrap();
+    assert_eq!(r["blobs_removed"], 3, "{r}");
+    assert_eq!(
+        r["links_removed"], 4,
+        "orphan in dev/a, config + 2 layers in dev/b: {r}"
+    );
+    assert_eq!(files(), before - 3);
+    let r = oci.call("GET", "/v2/dev/a/manifests/1", Some(&t), &[], b"");
+    assert_eq!(r.header("docker-content-digest"), a);
+    let m = r.json();
+    for l in m["layers"].as_array().unwrap() {
+        let d = l["digest"].as_str().unwrap();
+        let r = oci.call("GET", &format!("/v2/dev/a/blobs/{d}"), Some(&t), &[], b"");
+        assert_eq!(sha256(&r.body), d);
+    }
+    for gone in [sha256(&orphan), sha256(&ub)] {
+        let r = oci.call(
+            "HEAD",
+            &format!("/v2/dev/a/blobs/{gone}"),
+            Some(&t),
+            &[],
+            b"",
+        );
+        assert_eq!(r.status, 404);
+    }
+    // The same bytes pushed again are stored again.
+    assert_eq!(oci.push_blob(&t, "dev/b", &ub).status, 201);
+    let r = oci.call(
+        "GET",
+        &format!("/v2/dev/b/blobs/{}", sha256(&ub)),
+        Some(&t),
+        &[],
+        b"",
+    );
+    assert_eq!(r.body, ub);
+}
+
+#[test]
+fn garbage_collection_while_pushes_happen_loses_nothing() {
+    let db = &backends("registry_gc_online")[0];
+    let mut opts = Options::new(db);
+    opts.local_agent = false;
+    // A two-second grace period: collection is as eager as it can be while still letting a
+    // client put its manifest after its layers.
+    opts.server_args = vec!["--registry-gc-grace".into(), "2".into()];
+    let s = Server::start(opts);
+    let repo = Project::new("job: {script: [true]}\n");
+    repo.commit("init");
+    s.project("dev", repo.path());
+    let oci = Oci::new(&s.url);
+    let scopes: Vec<String> = (0..4)
+        .map(|p| format!("repository:dev/p{p}:pull,push,delete"))
+        .collect();
+    let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    let token = oci.token(Some(("admin", &s.token)), &scope_refs);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (api, stop) = (s.api(), stop.clone());
+        std::thread::spawn(move || {
+            let mut runs = 0;
+            let mut removed = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = api.post("/api/v1/registry/gc", json!({})).unwrap();
+                removed += r["blobs_removed"].as_u64().unwrap();
+                runs += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            (runs, removed)
+        })
+    };
+    // Four clients push 15 images each; every third image is deleted right away and pushed
+    // again later (after its blobs became garbage), while the collector runs.
+    let pushers: Vec<_> = (0..4)
+        .map(|p| {
+            let (oci, token) = (oci.clone(), token.clone());
+            std::thread::spawn(move || {
+                let name = format!("dev/p{p}");
+                let mut kept = Vec::new();
+                for i in 0..15 {
+                    let (u, shared) = layers(p, i);
+                    let d = oci.push_image(&token, &name, &format!("t{i}"), &[&u, &shared]);
+                    if i % 3 == 0 {
+                        let r = oci.call(
+                            "DELETE",
+                            &format!("/v2/{name}/manifests/{d}"),
+                            Some(&token),
+                            &[],
+                            b"",
+                        );
+                        assert_eq!(r.status, 202);
+                    } else {
+                        kept.push((format!("t{i}"), d));
+                    }
+                    if i % 5 == 4 {
+                        std::thread::sleep(std::time::Duration::from_millis(700));
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2500));
+                for i in (0..15).step_by(3) {
+                    let (u, shared) = layers(p, i);
+                    let d = oci.push_image(&token, &name, &format!("t{i}"), &[&u, &shared]);
+                    kept.push((format!("t{i}"), d));
+                }
+                (name, kept)
+            })
+        })
+        .collect();
+    let mut images = Vec::new();
+    for p in pushers {
+        images.push(p.join().expect("every push succeeded"));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (runs, removed) = collector.join().unwrap();
+    assert!(runs >= 10, "the collector ran {runs} times");
+    assert!(
+        removed > 0,
+        "it collected something (deleted images' blobs)"
+    );
+
+    for (name, kept) in images {
+        assert_eq!(kept.len(), 15);
+        for (tag, digest) in kept {
+            let r = oci.call(
+                "GET",
+                &format!("/v2/{name}/manifests/{tag}"),
+                Some(&token),
+                &[],
+                b"",
+            );
+            assert_eq!(r.header("docker-content-digest"), digest, "{name}:{tag}");
+            let m = r.json();
+            let blobs = std::iter::once(&m["config"]).chain(m["layers"].as_array().unwrap());
+            for b in blobs {
+                let d = b["digest"].as_str().unwrap();
+                let r = oci.call(
+                    "GET",
+                    &format!("/v2/{name}/blobs/{d}"),
+                    Some(&token),
+                    &[],
+                    b"",
+                );
+                assert_eq!(r.status, 200, "{name}:{tag} lost {d}");
+                assert_eq!(sha256(&r.body), d, "{name}:{tag}: {d}'s bytes");
+            }
+        }
+    }
+}

@@ -956,6 +956,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/api/v1/projects/{project}"),
     ("post", "/api/v1/projects/{project}/webhook-secret"),
     ("post", "/api/v1/registry/promote"),
+    ("post", "/api/v1/registry/gc"),
     ("get", "/api/v1/projects/{project}/registry"),
     ("put", "/api/v1/projects/{project}/registry"),
     ("get", "/api/v1/projects/{project}/webhook-deliveries"),

@@ -210,6 +210,14 @@ pub const ROUTES: &[Route] = &[
         Some("ImagePromote"),
     ),
     r(
+        "POST",
+        "/api/v1/registry/gc",
+        Admin,
+        "Collect the registry's garbage now: unused links and unlinked blobs older than the \
+         grace period, abandoned uploads",
+        Some("RegistryGc"),
+    ),
+    r(
         "GET",
         "/api/v1/projects/{project}/registry",
         Project(Role::Guest),
@@ -638,6 +646,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/projects/{project}/webhook-secret") => post(hooks::regenerate_secret),
         ("GET", "/api/v1/projects/{project}/registry") => get(registry::settings),
         ("POST", "/api/v1/registry/promote") => post(registry::promote),
+        ("POST", "/api/v1/registry/gc") => post(registry::gc),
         ("PUT", "/api/v1/projects/{project}/registry") => put(registry::set_settings),
         ("GET", "/api/v1/projects/{project}/webhook-deliveries") => get(hooks::deliveries),
         ("GET", "/api/v1/projects/{project}/schedules") => get(schedules::list),

@@ -7,7 +7,9 @@ use crate::error::{ApiResult, HttpError};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use gantry_api::rest::{ImagePromote, ImagePromoted, RegistrySettings};
+use gantry_api::rest::{
+    ImagePromote, ImagePromoted, RegistryGc, RegistryGcReport, RegistrySettings,
+};
 use gantry_registry::ImageRef;
 use gantry_store::db::RegistrySettingsRow;
 
@@ -107,4 +109,25 @@ fn registry_error(e: gantry_registry::error::RegistryError) -> HttpError {
         }
         _ => HttpError::bad_request(e.message),
     }
+}
+
+/// Collects the registry's garbage now (it also runs every `--registry-gc-interval`).
+pub async fn gc(
+    State(s): State<AppState>,
+    body: Option<Json<RegistryGc>>,
+) -> ApiResult<Json<RegistryGcReport>> {
+    let grace = body
+        .and_then(|Json(b)| b.grace_secs)
+        .map_or(s.registry.gc_grace(), std::time::Duration::from_secs);
+    let r = s
+        .registry
+        .collect_garbage(grace)
+        .await
+        .map_err(registry_error)?;
+    Ok(Json(RegistryGcReport {
+        uploads_removed: r.uploads_removed,
+        links_removed: r.links_removed,
+        blobs_removed: r.blobs_removed,
+        bytes_freed: r.bytes_freed,
+    }))
 }

@@ -235,7 +235,7 @@ impl Db {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO registry_blobs (digest, size, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (digest) DO NOTHING",
+             ON CONFLICT (digest) DO UPDATE SET created_at = excluded.created_at",
         )
         .bind(digest)
         .bind(size)
@@ -244,7 +244,8 @@ impl Db {
         .await?;
         sqlx::query(
             "INSERT INTO registry_blob_links (repository_id, digest, created_at) \
-             VALUES ($1, $2, $3) ON CONFLICT (repository_id, digest) DO NOTHING",
+             VALUES ($1, $2, $3) ON CONFLICT (repository_id, digest) \
+             DO UPDATE SET created_at = excluded.created_at",
         )
         .bind(repository_id)
         .bind(digest)
@@ -355,7 +356,7 @@ impl Db {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO registry_blobs (digest, size, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (digest) DO NOTHING",
+             ON CONFLICT (digest) DO UPDATE SET created_at = excluded.created_at",
         )
         .bind(&row.digest)
         .bind(row.size)
@@ -364,7 +365,8 @@ impl Db {
         .await?;
         sqlx::query(
             "INSERT INTO registry_blob_links (repository_id, digest, created_at) \
-             VALUES ($1, $2, $3) ON CONFLICT (repository_id, digest) DO NOTHING",
+             VALUES ($1, $2, $3) ON CONFLICT (repository_id, digest) \
+             DO UPDATE SET created_at = excluded.created_at",
         )
         .bind(repository_id)
         .bind(&row.digest)
@@ -388,6 +390,22 @@ impl Db {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // What the manifest uses must still be linked (garbage collection may have removed
+        // an old unused link since the caller looked); using it makes it young again.
+        for child in m.children {
+            let touched = sqlx::query(
+                "UPDATE registry_blob_links SET created_at = $3 WHERE repository_id = $1 \
+                 AND digest = $2",
+            )
+            .bind(repository_id)
+            .bind(child)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if touched.rows_affected() == 0 {
+                return Err(crate::StoreError::NotFound(format!("blob {child}")));
+            }
+        }
         if inserted.rows_affected() > 0 {
             for child in m.children {
                 sqlx::query(
@@ -555,6 +573,77 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(ManifestRow::from_row).collect()
+    }
+
+    /// Marks a link as used now when it is older than `older_than` (ms): garbage collection
+    /// spares links younger than its grace period, so a client that saw the blob (`HEAD`)
+    /// and skips pushing it finds it still there when it puts its manifest.
+    pub async fn touch_link(
+        &self,
+        repository_id: i64,
+        digest: &str,
+        older_than: i64,
+    ) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE registry_blob_links SET created_at = $3 WHERE repository_id = $1 AND \
+             digest = $2 AND created_at < $4",
+        )
+        .bind(repository_id)
+        .bind(digest)
+        .bind(now)
+        .bind(now - older_than)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- garbage collection ---------------------------------------------------------------
+
+    /// Removes links made before `cutoff` (ms) that no manifest of their repository uses
+    /// (layers pushed without a manifest, or left by a deleted one). How many.
+    pub async fn gc_unreferenced_links(&self, cutoff: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM registry_blob_links WHERE created_at < $1 AND NOT EXISTS \
+             (SELECT 1 FROM registry_manifests m WHERE m.repository_id = \
+             registry_blob_links.repository_id AND m.digest = registry_blob_links.digest) \
+             AND NOT EXISTS (SELECT 1 FROM registry_manifest_refs r WHERE r.repository_id = \
+             registry_blob_links.repository_id AND r.child_digest = registry_blob_links.digest)",
+        )
+        .bind(cutoff)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Blobs recorded before `cutoff` that no repository links: garbage, at most `limit`.
+    pub async fn gc_unlinked_blobs(&self, cutoff: i64, limit: i64) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT digest, size FROM registry_blobs b WHERE created_at < $1 AND NOT EXISTS \
+             (SELECT 1 FROM registry_blob_links l WHERE l.digest = b.digest) \
+             ORDER BY digest LIMIT $2",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("digest")?, r.try_get("size")?)))
+            .collect()
+    }
+
+    /// Forgets a blob if it is still garbage (recorded before `cutoff`, linked nowhere);
+    /// true when it did, and then its bytes may go.
+    pub async fn gc_forget_blob(&self, digest: &str, cutoff: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM registry_blobs WHERE digest = $1 AND created_at < $2 AND NOT EXISTS \
+             (SELECT 1 FROM registry_blob_links l WHERE l.digest = $1)",
+        )
+        .bind(digest)
+        .bind(cutoff)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     // ---- promotion ------------------------------------------------------------------------

@@ -67,6 +67,13 @@ pub struct Args {
     /// it the registry promises what the embedded SQLite database promises.
     #[arg(long, env = "GANTRY_REGISTRY_DURABLE")]
     pub registry_durable: bool,
+    /// Seconds between the registry's garbage collections (0: never; then run it with
+    /// `POST /api/v1/registry/gc`).
+    #[arg(long, default_value_t = 3600, env = "GANTRY_REGISTRY_GC_INTERVAL")]
+    pub registry_gc_interval: u64,
+    /// Seconds during which new links, blobs and uploads are never collected.
+    #[arg(long, default_value_t = 3600, env = "GANTRY_REGISTRY_GC_GRACE")]
+    pub registry_gc_grace: u64,
     /// Email (SMTP) and the outbox of commit statuses and notifications.
     #[command(flatten)]
     pub notify: notify::NotifyArgs,
@@ -211,9 +218,25 @@ async fn serve(args: Args) -> Result<ExitCode> {
                 .await
                 .context("the registry's token key")?,
             durable: args.registry_durable,
+            gc_grace: Duration::from_secs(args.registry_gc_grace),
         },
     )
     .context("opening the registry's upload folder")?;
+    if args.registry_gc_interval > 0 {
+        let (reg, every) = (
+            registry.clone(),
+            Duration::from_secs(args.registry_gc_interval),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = reg.collect_garbage(reg.gc_grace()).await {
+                    eprintln!("warning: registry garbage collection: {e}");
+                }
+            }
+        });
+    }
     let state = AppState {
         engine,
         metrics: gantry_server::metrics_handle(),
