@@ -1,0 +1,68 @@
+//! The registry clients Gantry's registry must serve (skopeo, buildah, the docker CLI, umoci),
+//! checked against a peer registry (CNCF Distribution, Debian's `docker-registry`) on this
+//! machine: that the tools, the images made locally and the checks themselves work. The same
+//! checks (`gantry_testkit::registry::check_*`) run against `gantry server`'s `/v2/` with a
+//! `Target` naming its address, a user's credentials and a project.
+//!
+//! Each test skips (with a note) when its tools are missing, unless
+//! `GANTRY_REQUIRE_REGISTRY_TOOLS=1` (`scripts/test` sets it after installing them).
+
+use gantry_testkit::registry::{
+    PeerRegistry, Target, check_buildah_push, check_docker_push_pull, check_skopeo_round_trip,
+    tools_for_test,
+};
+
+fn peer() -> (PeerRegistry, Target) {
+    let reg = PeerRegistry::start().expect("docker-registry starts");
+    let target = Target {
+        addr: reg.addr().to_string(),
+        creds: None,
+        prefix: "team/".into(),
+    };
+    (reg, target)
+}
+
+#[test]
+fn skopeo_copies_a_local_oci_layout_to_the_peer_and_back_with_its_digest() {
+    if !tools_for_test("skopeo round trip", &["skopeo", "umoci", "docker-registry"]).unwrap() {
+        return;
+    }
+    let (reg, target) = peer();
+    let digest = check_skopeo_round_trip(&target, "app")
+        .unwrap_or_else(|e| panic!("{e:#}\nregistry log:\n{}", reg.log()));
+    assert!(digest.starts_with("sha256:"));
+    eprintln!("skopeo: {digest} to {} and back", target.addr);
+}
+
+#[test]
+fn buildah_pushes_an_image_built_from_scratch_to_the_peer() {
+    if !tools_for_test("buildah push", &["buildah", "skopeo", "docker-registry"]).unwrap() {
+        return;
+    }
+    let (reg, target) = peer();
+    let digest = check_buildah_push(&target, "built")
+        .unwrap_or_else(|e| panic!("{e:#}\nregistry log:\n{}", reg.log()));
+    eprintln!("buildah: pushed {digest} to {}", target.addr);
+}
+
+#[tokio::test]
+async fn docker_pushes_and_pulls_locally_built_images_with_the_peer() {
+    if !tools_for_test("docker push/pull", &["docker", "docker-registry"]).unwrap() {
+        return;
+    }
+    let Some(engine) = gantry_testkit::docker_for_test("docker push/pull")
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    gantry_testkit::ensure_busybox_image(&engine).await.unwrap();
+    let (reg, target) = peer();
+    let (busybox, imported) = check_docker_push_pull(&target, "busybox")
+        .unwrap_or_else(|e| panic!("{e:#}\nregistry log:\n{}", reg.log()));
+    assert_ne!(busybox, imported);
+    eprintln!(
+        "docker: pushed {busybox}, pushed and pulled {imported} ({})",
+        target.addr
+    );
+}
