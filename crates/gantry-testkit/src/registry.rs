@@ -558,12 +558,30 @@ pub struct PeerRegistry {
 }
 
 impl PeerRegistry {
-    /// Starts it and waits (up to 20 s) until `GET /v2/` answers 200.
+    /// Starts it without authentication and waits (up to 20 s) until `GET /v2/` answers.
     pub fn start() -> Result<PeerRegistry> {
+        Self::start_with_auth(None)
+    }
+
+    /// Starts it, with HTTP Basic authentication of one user (`auth: htpasswd`: `GET /v2/`
+    /// answers 401 `WWW-Authenticate: Basic`) when `creds` is given, and waits (up to 20 s)
+    /// until `GET /v2/` answers.
+    pub fn start_with_auth(creds: Option<&Creds>) -> Result<PeerRegistry> {
         let dir = tempfile::tempdir()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
+        let mut auth = String::new();
+        if let Some(c) = creds {
+            let htpasswd = dir.path().join("htpasswd");
+            // Cost 5: the lowest Distribution accepts quickly; this is a test registry.
+            let hash = bcrypt::hash(&c.password, 5).context("bcrypt")?;
+            fs::write(&htpasswd, format!("{}:{hash}\n", c.user))?;
+            auth = format!(
+                "auth:\n  htpasswd:\n    realm: gantry-test\n    path: {}\n",
+                htpasswd.display()
+            );
+        }
         fs::write(
             &config,
             format!(
@@ -571,10 +589,11 @@ impl PeerRegistry {
                  log:\n  level: warn\n  accesslog:\n    disabled: true\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
                  maintenance:\n    uploadpurging:\n      enabled: false\n\
-                 http:\n  addr: {addr}\n",
+                 http:\n  addr: {addr}\n{auth}",
                 dir.path().join("data").display()
             ),
         )?;
+        let ready = if creds.is_some() { 401 } else { 200 };
         let log = fs::File::create(dir.path().join("registry.log"))?;
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -590,7 +609,7 @@ impl PeerRegistry {
             if let Some(st) = reg.child.try_wait()? {
                 bail!("docker-registry exited ({st}):\n{}", reg.log());
             }
-            if http_status(&reg.addr, "/v2/").ok() == Some(200) {
+            if http_status(&reg.addr, "/v2/").ok() == Some(ready) {
                 return Ok(reg);
             }
             if Instant::now() > deadline {
@@ -788,4 +807,54 @@ pub fn check_docker_push_pull(target: &Target, name: &str) -> Result<(String, St
     // Only the tag goes: the busybox image itself stays for the other tests.
     let _ = docker.rmi(&busybox);
     result
+}
+
+/// Without credentials, pushing to the target is refused: `skopeo copy` of a small layout
+/// fails with an authentication error (for registries that have credentials).
+pub fn check_anonymous_push_refused(target: &Target, name: &str) -> Result<()> {
+    let work = tempfile::tempdir()?;
+    write_oci_layout(work.path(), "v1", &[512], 7)?;
+    let err = Skopeo::new()?
+        .copy(
+            &format!("oci:{}:v1", work.path().display()),
+            &target.docker_ref(name, "anonymous"),
+            None,
+        )
+        .err()
+        .ok_or_else(|| anyhow!("an anonymous push to {} succeeded", target.addr))?;
+    let text = format!("{err:#}").to_ascii_lowercase();
+    ensure!(
+        text.contains("unauthorized")
+            || text.contains("authentication required")
+            || text.contains("401"),
+        "the anonymous push failed, but not for want of credentials: {err:#}"
+    );
+    Ok(())
+}
+
+/// docker pulls an OCI image it did not push: a layout from [`write_oci_layout`] copied to
+/// `TARGET/PREFIXname:oci` by skopeo (an OCI manifest, gzip layers) is pulled by the docker
+/// CLI with the same digest. Returns it.
+pub fn check_docker_pulls_oci_image(target: &Target, name: &str) -> Result<String> {
+    let work = tempfile::tempdir()?;
+    let image = write_oci_layout(work.path(), "oci", &[4096, 32 * 1024], 1234)?;
+    Skopeo::new()?.copy(
+        &format!("oci:{}:oci", work.path().display()),
+        &target.docker_ref(name, "oci"),
+        target.creds.as_ref(),
+    )?;
+    let docker = DockerCli::new()?;
+    if let Some(creds) = &target.creds {
+        docker.login(&target.addr, creds)?;
+    }
+    let reference = target.reference(name, "oci");
+    let pulled = docker.pull(&reference);
+    let _ = docker.rmi(&reference);
+    let pulled = pulled?;
+    ensure!(
+        pulled == image.manifest_digest,
+        "docker pulled {pulled}, skopeo pushed {}",
+        image.manifest_digest
+    );
+    Ok(pulled)
 }

@@ -8,8 +8,8 @@
 //! `GANTRY_REQUIRE_REGISTRY_TOOLS=1` (`scripts/test` sets it after installing them).
 
 use gantry_testkit::registry::{
-    PeerRegistry, Target, check_buildah_push, check_docker_push_pull, check_skopeo_round_trip,
-    tools_for_test,
+    Creds, PeerRegistry, Target, check_anonymous_push_refused, check_buildah_push,
+    check_docker_pulls_oci_image, check_docker_push_pull, check_skopeo_round_trip, tools_for_test,
 };
 
 fn peer() -> (PeerRegistry, Target) {
@@ -65,4 +65,39 @@ async fn docker_pushes_and_pulls_locally_built_images_with_the_peer() {
         "docker: pushed {busybox}, pushed and pulled {imported} ({})",
         target.addr
     );
+}
+
+/// The same clients with credentials (HTTP Basic on the peer; Gantry answers with its token
+/// realm instead), and a push without them refused.
+#[tokio::test]
+async fn every_client_logs_in_to_a_peer_with_basic_auth() {
+    if !tools_for_test(
+        "registry clients with credentials",
+        &["skopeo", "umoci", "buildah", "docker", "docker-registry"],
+    )
+    .unwrap()
+    {
+        return;
+    }
+    let Some(engine) = gantry_testkit::docker_for_test("registry clients with credentials")
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    gantry_testkit::ensure_busybox_image(&engine).await.unwrap();
+    let creds = Creds::new("dev", "s3cret-Passw0rd");
+    let reg = PeerRegistry::start_with_auth(Some(&creds)).expect("docker-registry starts");
+    let target = Target {
+        addr: reg.addr().to_string(),
+        creds: Some(creds),
+        prefix: "team/".into(),
+    };
+    let fail = |e: anyhow::Error| -> ! { panic!("{e:#}\nregistry log:\n{}", reg.log()) };
+    check_anonymous_push_refused(&target, "app").unwrap_or_else(|e| fail(e));
+    check_skopeo_round_trip(&target, "app").unwrap_or_else(|e| fail(e));
+    check_buildah_push(&target, "built").unwrap_or_else(|e| fail(e));
+    check_docker_push_pull(&target, "busybox").unwrap_or_else(|e| fail(e));
+    let digest = check_docker_pulls_oci_image(&target, "oci").unwrap_or_else(|e| fail(e));
+    eprintln!("with credentials: every check passed; docker pulled the OCI image {digest}");
 }
