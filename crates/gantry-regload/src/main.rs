@@ -935,6 +935,142 @@ mod tests {
         assert_eq!(joined, whole);
     }
 
+    /// A registry that wants tokens: `GET /v2/` without one answers 401 `Bearer realm=…`;
+    /// `/token` gives `tok-N` (as `access_token` only) for `u`/`p` in Basic auth; any other
+    /// path answers 200 to the current token only. `expire()` makes the current token stale.
+    struct FakeTokenRegistry {
+        addr: String,
+        state: Arc<Mutex<(u32, Vec<String>)>>, // (tokens issued, scopes asked)
+    }
+
+    impl FakeTokenRegistry {
+        async fn start() -> FakeTokenRegistry {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let state = Arc::new(Mutex::new((0u32, Vec::new())));
+            let (st, realm) = (state.clone(), format!("http://{addr}/token"));
+            tokio::spawn(async move {
+                loop {
+                    let (mut sock, _) = listener.accept().await.unwrap();
+                    let (st, realm) = (st.clone(), realm.clone());
+                    tokio::spawn(async move {
+                        let mut buf = Vec::new();
+                        loop {
+                            let mut chunk = [0u8; 4096];
+                            let n = match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            buf.extend_from_slice(&chunk[..n]);
+                            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                                buf.drain(..end + 4);
+                                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                                let auth = head
+                                    .lines()
+                                    .find_map(|l| {
+                                        l.to_ascii_lowercase()
+                                            .starts_with("authorization:")
+                                            .then(|| l[14..].trim().to_string())
+                                    })
+                                    .unwrap_or_default();
+                                let (status, extra, body) = {
+                                    let mut s = st.lock().unwrap();
+                                    if let Some(q) = path.strip_prefix("/token?") {
+                                        if auth != "Basic dTpw" {
+                                            ("401 Unauthorized", String::new(), String::new())
+                                        } else {
+                                            s.0 += 1;
+                                            s.1.push(q.to_string());
+                                            let t = format!("tok-{}", s.0);
+                                            (
+                                                "200 OK",
+                                                String::new(),
+                                                format!(
+                                                    r#"{{"access_token":"{t}","expires_in":300}}"#
+                                                ),
+                                            )
+                                        }
+                                    } else if auth == format!("Bearer tok-{}", s.0) && s.0 > 0 {
+                                        ("200 OK", String::new(), "{}".to_string())
+                                    } else {
+                                        (
+                                            "401 Unauthorized",
+                                            format!(
+                                                "WWW-Authenticate: Bearer realm=\"{realm}\",service=\"fake\"\r\n"
+                                            ),
+                                            String::new(),
+                                        )
+                                    }
+                                };
+                                let resp = format!(
+                                    "HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                                    body.len()
+                                );
+                                if sock.write_all(resp.as_bytes()).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+            FakeTokenRegistry { addr, state }
+        }
+
+        /// The next token will be `tok-N+1`; `tok-N` stays refused until then.
+        fn expire(&self) {
+            self.state.lock().unwrap().0 += 1;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_token_flow_fetches_per_scope_and_again_after_a_401() {
+        let fake = FakeTokenRegistry::start().await;
+        let url = format!("http://{}", fake.addr);
+        let reg = Reg::connect(&url, Some("u".into()), Some("p".into()))
+            .await
+            .unwrap();
+        assert!(matches!(&reg.mode, Mode::Bearer { service, .. } if service == "fake"));
+        reg.prime("team/app").await.unwrap();
+        reg.prime("team/app").await.unwrap(); // cached: no second fetch
+        let get = |repo: &'static str| {
+            let reg = &reg;
+            async move {
+                reg.send(
+                    Method::GET,
+                    &format!("/v2/{repo}/tags/list"),
+                    repo,
+                    &[],
+                    None,
+                )
+                .await
+                .unwrap()
+                .status()
+            }
+        };
+        assert_eq!(get("team/app").await, StatusCode::OK);
+        fake.expire();
+        // The cached token is refused now: one 401, a new token, the request again.
+        assert_eq!(get("team/app").await, StatusCode::OK);
+        let scopes = fake.state.lock().unwrap().1.clone();
+        assert_eq!(
+            scopes,
+            vec![
+                "service=fake&scope=repository%3Ateam%2Fapp%3Apull%2Cpush".to_string(),
+                "service=fake&scope=repository%3Ateam%2Fapp%3Apull%2Cpush".to_string(),
+            ]
+        );
+        let wrong = Reg::connect(&url, Some("u".into()), Some("nope".into()))
+            .await
+            .unwrap();
+        let err = wrong.prime("team/app").await.unwrap_err();
+        assert!(format!("{err:#}").contains("401"), "{err:#}");
+        let anonymous = Reg::connect(&url, None, None).await.unwrap_err();
+        assert!(format!("{anonymous:#}").contains("--user"), "{anonymous:#}");
+    }
+
     #[test]
     fn upload_locations_get_the_digest() {
         assert_eq!(
