@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod registry;
 pub mod server;
 
 use std::path::{Path, PathBuf};
