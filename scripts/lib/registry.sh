@@ -6,6 +6,8 @@
 #   gantry_registry_install   install Debian's skopeo, buildah, umoci and docker-registry when
 #                             missing (apt-get); the package's own service is kept stopped and
 #                             disabled (our scripts start their own instance)
+#   gantry_registry_install_oras  PyPI's oras (the Python SDK of ORAS) in a venv under the
+#                             cache dir; exports GANTRY_TEST_ORAS_PYTHON, the venv's python
 #   gantry_registry_start     start (or reuse) the private registry, export GANTRY_TEST_REGISTRY
 #                             (host:port); `--user PID` registers PID as a user of it
 #   gantry_registry_release   PID: unregister; stop the registry when no user is left
@@ -59,6 +61,18 @@ gantry_registry_install() {
             gantry_as_root /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
         fi
     fi
+}
+
+# PyPI's oras (OCI artifacts: files pushed and pulled without an image config), in a venv of
+# its own under the cache directory; Debian's python3-venv only when venvs cannot be made.
+gantry_registry_install_oras() {
+    local venv="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/gantry/oras-venv"
+    if ! "$venv/bin/python" -c 'import oras.client' 2>/dev/null; then
+        python3 -c 'import ensurepip, venv' 2>/dev/null || gantry_apt_install_missing python3-venv || return
+        rm -rf "$venv"
+        python3 -m venv "$venv" && "$venv/bin/python" -m pip install --quiet oras || return
+    fi
+    export GANTRY_TEST_ORAS_PYTHON="$venv/bin/python"
 }
 
 _gantry_reg_read() {

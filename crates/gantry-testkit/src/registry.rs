@@ -16,6 +16,7 @@
 //! | [`Buildah`] | an image built from scratch in a private storage (vfs) and `buildah push`ed |
 //! | [`DockerCli`] | `docker login/tag/push/pull/rmi` on the engine of `DOCKER_HOST`, with a config dir of its own |
 //! | [`umoci_stat`] | `umoci stat`: a layout is valid as umoci reads it |
+//! | [`Oras`], [`oras_for_test`] | PyPI's oras (ORAS's Python SDK, in the venv `scripts/test` makes): files pushed as an OCI artifact and pulled back |
 //!
 //! Image references: `oci:DIR:TAG` for a layout, `docker://HOST:PORT/NAME:TAG` for a registry
 //! (skopeo and buildah); `HOST:PORT/NAME:TAG` for docker. Gantry's repositories are
@@ -543,6 +544,177 @@ impl DockerCli {
         .trim()
         .to_string())
     }
+}
+
+/// The environment variable naming the python that has PyPI's `oras` (`scripts/test` sets it).
+pub const ORAS_PYTHON_ENV: &str = "GANTRY_TEST_ORAS_PYTHON";
+
+/// The python with `oras` installed: [`ORAS_PYTHON_ENV`], else the venv `scripts/test` makes
+/// (`$XDG_CACHE_HOME/gantry/oras-venv`), when it can import `oras.client`.
+pub fn oras_python() -> Option<PathBuf> {
+    let candidate = std::env::var_os(ORAS_PYTHON_ENV)
+        .map(PathBuf::from)
+        .or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            Some(cache.join("gantry/oras-venv/bin/python"))
+        })?;
+    Command::new(&candidate)
+        .args(["-c", "import oras.client"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?
+        .success()
+        .then_some(candidate)
+}
+
+/// [`Oras`] for a test: `Ok(None)` (skip, with a note) when no python has `oras`, or an error
+/// when [`REQUIRE_TOOLS_ENV`] is set.
+pub fn oras_for_test(test: &str) -> Result<Option<Oras>> {
+    match oras_python() {
+        Some(python) => Ok(Some(Oras::new(python)?)),
+        None => {
+            let why = format!(
+                "no python with PyPI's oras ({ORAS_PYTHON_ENV}, or the venv of `scripts/test`)"
+            );
+            if matches!(
+                std::env::var(REQUIRE_TOOLS_ENV).as_deref(),
+                Ok("1") | Ok("true")
+            ) {
+                bail!("{test}: {why}, and {REQUIRE_TOOLS_ENV}=1");
+            }
+            eprintln!("skipping {test}: {why}");
+            Ok(None)
+        }
+    }
+}
+
+/// The driver [`Oras`] runs: `push HOST REF DIR FILE...` prints the manifest digest, `pull
+/// HOST REF DIR` the files written; credentials and the subject come in the environment.
+const ORAS_DRIVER: &str = r#"
+import json, os, sys
+import oras.client, requests
+op, host, ref, workdir = sys.argv[1:5]
+# oras's "token" backend takes a Basic challenge's realm for a token URL: pick the backend
+# from what /v2/ asks for.
+challenge = requests.get(f"http://{host}/v2/", timeout=30).headers.get("WWW-Authenticate", "")
+backend = "basic" if challenge.lower().startswith("basic") else "token"
+c = oras.client.OrasClient(hostname=host, insecure=True, auth_backend=backend)
+if os.environ.get("ORAS_USER"):
+    c.login(username=os.environ["ORAS_USER"], password=os.environ["ORAS_PASSWORD"],
+            hostname=host, tls_verify=False)
+if op == "push":
+    os.chdir(workdir)
+    r = c.push(target=ref, files=sys.argv[5:], subject=os.environ.get("ORAS_SUBJECT") or None,
+               quiet=True)
+    if r.status_code != 201:
+        sys.exit(f"push {ref}: {r.status_code} {r.text}")
+    print(r.headers.get("Docker-Content-Digest", ""))
+elif op == "pull":
+    print(json.dumps(c.pull(target=ref, outdir=workdir)))
+else:
+    sys.exit(f"unknown op {op}")
+"#;
+
+/// PyPI's oras (ORAS's Python SDK) through a small driver script, with a home directory of its
+/// own (its logins never touch the user's).
+#[derive(Debug)]
+pub struct Oras {
+    python: PathBuf,
+    tmp: tempfile::TempDir,
+}
+
+impl Oras {
+    pub fn new(python: PathBuf) -> Result<Oras> {
+        let tmp = tempfile::tempdir()?;
+        fs::write(tmp.path().join("driver.py"), ORAS_DRIVER)?;
+        Ok(Oras { python, tmp })
+    }
+
+    fn command(&self, op: &str, reference: &str, dir: &Path, creds: Option<&Creds>) -> Command {
+        let host = reference.split('/').next().unwrap_or(reference);
+        let mut c = Command::new(&self.python);
+        c.arg(self.tmp.path().join("driver.py"))
+            .arg(op)
+            .arg(host)
+            .arg(reference)
+            .arg(dir)
+            .env("HOME", self.tmp.path())
+            .env("DOCKER_CONFIG", self.tmp.path())
+            .env("PYTHONWARNINGS", "ignore");
+        if let Some(creds) = creds {
+            c.env("ORAS_USER", &creds.user)
+                .env("ORAS_PASSWORD", &creds.password);
+        }
+        c
+    }
+
+    /// Pushes `files` (name, content) as an OCI artifact to `HOST:PORT/NAME:TAG`, with
+    /// `subject` (`HOST:PORT/NAME@sha256:…`, OCI 1.1 referrers) when given; the manifest
+    /// digest the registry answered.
+    pub fn push(
+        &self,
+        reference: &str,
+        files: &[(&str, &[u8])],
+        subject: Option<&str>,
+        creds: Option<&Creds>,
+    ) -> Result<String> {
+        let dir = tempfile::tempdir()?;
+        for (name, data) in files {
+            fs::write(dir.path().join(name), data)?;
+        }
+        let mut c = self.command("push", reference, dir.path(), creds);
+        c.args(files.iter().map(|(n, _)| *n));
+        if let Some(s) = subject {
+            c.env("ORAS_SUBJECT", s);
+        }
+        Ok(run_tool(&mut c)?.trim().to_string())
+    }
+
+    /// Pulls the artifact `HOST:PORT/NAME:TAG`: its files (name, content), sorted by name.
+    pub fn pull(&self, reference: &str, creds: Option<&Creds>) -> Result<Vec<(String, Vec<u8>)>> {
+        let dir = tempfile::tempdir()?;
+        let out = run_tool(&mut self.command("pull", reference, dir.path(), creds))?;
+        let paths: Vec<String> =
+            serde_json::from_str(out.trim()).with_context(|| format!("oras pull printed {out}"))?;
+        let mut files = Vec::new();
+        for p in paths {
+            let name = Path::new(&p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            files.push((name, fs::read(&p)?));
+        }
+        files.sort();
+        Ok(files)
+    }
+}
+
+/// oras: two files pushed as an OCI artifact to `TARGET/PREFIXname:v1` (an OCI manifest whose
+/// config is not an image's), pulled back the same. Returns the manifest digest.
+pub fn check_oras_push_pull(oras: &Oras, target: &Target, name: &str) -> Result<String> {
+    let a = b"hello from oras\n".to_vec();
+    let b = seeded_bytes(99, 20_000);
+    let reference = target.reference(name, "v1");
+    let digest = oras.push(
+        &reference,
+        &[("a.txt", &a), ("b.bin", &b)],
+        None,
+        target.creds.as_ref(),
+    )?;
+    ensure!(
+        digest.starts_with("sha256:"),
+        "oras push answered digest '{digest}'"
+    );
+    let files = oras.pull(&reference, target.creds.as_ref())?;
+    ensure!(
+        files == vec![("a.txt".to_string(), a), ("b.bin".to_string(), b)],
+        "oras pulled other files: {:?}",
+        files.iter().map(|(n, d)| (n, d.len())).collect::<Vec<_>>()
+    );
+    Ok(digest)
 }
 
 // --- the peer registry ------------------------------------------------------------------------

@@ -11,7 +11,8 @@ use common::registry::{has_registry, personal_token, project_target, user};
 use common::server::{Backend, Options, Server};
 use gantry_testkit::registry::{
     check_anonymous_push_refused, check_buildah_push, check_docker_pulls_oci_image,
-    check_docker_push_pull, check_skopeo_round_trip, tools_for_test,
+    check_docker_push_pull, check_oras_push_pull, check_skopeo_round_trip, oras_for_test,
+    tools_for_test,
 };
 
 fn server() -> Server {
@@ -54,6 +55,9 @@ async fn every_client_pushes_and_pulls_with_gantry() {
     check_buildah_push(&target, "built").unwrap_or_else(|e| fail(e));
     check_docker_push_pull(&target, "busybox").unwrap_or_else(|e| fail(e));
     check_docker_pulls_oci_image(&target, "oci").unwrap_or_else(|e| fail(e));
+    if let Some(oras) = oras_for_test("oras against gantry").unwrap() {
+        check_oras_push_pull(&oras, &target, "artifact").unwrap_or_else(|e| fail(e));
+    }
     // The same with a personal access token instead of the password.
     check_skopeo_round_trip(&pat_target, "app").unwrap_or_else(|e| fail(e));
     check_docker_push_pull(&pat_target, "busybox").unwrap_or_else(|e| fail(e));

@@ -1,4 +1,5 @@
-//! The registry clients Gantry's registry must serve (skopeo, buildah, the docker CLI, umoci),
+//! The registry clients Gantry's registry must serve (skopeo, buildah, the docker CLI, umoci,
+//! oras),
 //! checked against a peer registry (CNCF Distribution, Debian's `docker-registry`) on this
 //! machine: that the tools, the images made locally and the checks themselves work. The same
 //! checks (`gantry_testkit::registry::check_*`) run against `gantry server`'s `/v2/` with a
@@ -9,7 +10,8 @@
 
 use gantry_testkit::registry::{
     Creds, PeerRegistry, Target, check_anonymous_push_refused, check_buildah_push,
-    check_docker_pulls_oci_image, check_docker_push_pull, check_skopeo_round_trip, tools_for_test,
+    check_docker_pulls_oci_image, check_docker_push_pull, check_oras_push_pull,
+    check_skopeo_round_trip, oras_for_test, tools_for_test,
 };
 
 fn peer() -> (PeerRegistry, Target) {
@@ -43,6 +45,20 @@ fn buildah_pushes_an_image_built_from_scratch_to_the_peer() {
     let digest = check_buildah_push(&target, "built")
         .unwrap_or_else(|e| panic!("{e:#}\nregistry log:\n{}", reg.log()));
     eprintln!("buildah: pushed {digest} to {}", target.addr);
+}
+
+#[test]
+fn oras_pushes_and_pulls_an_artifact_with_the_peer() {
+    if !tools_for_test("oras push/pull", &["docker-registry"]).unwrap() {
+        return;
+    }
+    let Some(oras) = oras_for_test("oras push/pull").unwrap() else {
+        return;
+    };
+    let (reg, target) = peer();
+    let digest = check_oras_push_pull(&oras, &target, "artifact")
+        .unwrap_or_else(|e| panic!("{e:#}\nregistry log:\n{}", reg.log()));
+    eprintln!("oras: pushed and pulled {digest} ({})", target.addr);
 }
 
 #[tokio::test]
@@ -99,5 +115,8 @@ async fn every_client_logs_in_to_a_peer_with_basic_auth() {
     check_buildah_push(&target, "built").unwrap_or_else(|e| fail(e));
     check_docker_push_pull(&target, "busybox").unwrap_or_else(|e| fail(e));
     let digest = check_docker_pulls_oci_image(&target, "oci").unwrap_or_else(|e| fail(e));
+    if let Some(oras) = oras_for_test("oras with credentials").unwrap() {
+        check_oras_push_pull(&oras, &target, "artifact").unwrap_or_else(|e| fail(e));
+    }
     eprintln!("with credentials: every check passed; docker pulled the OCI image {digest}");
 }
