@@ -112,6 +112,30 @@ def main():
     lines.append("")
     lines.append("Rates: MiB/s of layer data (all clients together) or whole images per second. "
                  "Ratios are of wall time, peer ÷ gantry: above 1, Gantry is faster.")
+
+    # CPU time: what a busy machine disturbs least.
+    if any(r.get("server_cpu") is not None for r in by.values()):
+        lines.append("")
+        lines.append("Server CPU time (user + system) over each phase, and the load client's own:")
+        lines.append("")
+        lines.append("| scenario | clients | peer CPU s | gantry CPU s | peer ÷ gantry (CPU) | client CPU s (peer / gantry runs) |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+
+        def cpu(r, key):
+            v = r.get(key) if r else None
+            return f"{v:.2f}" if v is not None else "—"
+
+        for scenario, (label, _unit, _goal) in SCENARIOS.items():
+            for n in clients:
+                p = by.get(("peer", scenario, n))
+                g = by.get(("gantry", scenario, n))
+                if not p and not g:
+                    continue
+                ratio = "—"
+                if p and g and p.get("server_cpu") and g.get("server_cpu"):
+                    ratio = f"{p['server_cpu'] / g['server_cpu']:.2f}×"
+                lines.append(f"| {label} | {n} | {cpu(p, 'server_cpu')} | {cpu(g, 'server_cpu')} | {ratio} "
+                             f"| {cpu(p, 'client_cpu')} / {cpu(g, 'client_cpu')} |")
     print("\n".join(lines))
 
 

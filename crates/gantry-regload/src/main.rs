@@ -28,7 +28,9 @@
 //! - `sha256`: this machine's single-core SHA-256 speed (sha2 over a 256 MiB buffer).
 //!
 //! Output: one JSON object per line on stdout, per measured phase: `{"scenario", "clients",
-//! "seconds", "bytes", "images", "requests"}`. Progress and errors go to stderr.
+//! "seconds", "bytes", "images", "requests", "server_cpu", "client_cpu"}` (CPU seconds, user +
+//! system, of the server given by `--server-pid` and of this client over the phase; null when
+//! unknown). Progress and errors go to stderr.
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bytes::Bytes;
@@ -39,7 +41,7 @@ use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 const MIB: usize = 1 << 20;
@@ -83,11 +85,38 @@ struct Args {
     /// Distinguishes this run's repositories from other runs' against the same registry.
     #[arg(long, default_value = "run")]
     run_id: String,
+    /// The registry server's PID: its CPU time (user + system) over each timed phase is
+    /// reported as `server_cpu`.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+/// `--server-pid`, for [`all_at_once`].
+static SERVER_PID: OnceLock<u32> = OnceLock::new();
+/// CPU seconds of the server and of this process over the last [`all_at_once`], for [`emit`].
+static LAST_CPU: Mutex<(Option<f64>, Option<f64>)> = Mutex::new((None, None));
+
+/// User + system CPU seconds of a process (`/proc/PID/stat`, in clock ticks of 1/100 s, which
+/// Linux keeps at 100 on every architecture for user space).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     ensure!(args.clients >= 1, "--clients must be at least 1");
+    if let Some(pid) = args.server_pid {
+        ensure!(
+            cpu_seconds(&pid.to_string()).is_some(),
+            "--server-pid {pid}: no such process"
+        );
+        let _ = SERVER_PID.set(pid);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -108,6 +137,7 @@ async fn run(args: Args) -> Result<()> {
 }
 
 fn emit(scenario: &str, clients: usize, seconds: f64, bytes: u64, images: usize, requests: u64) {
+    let (server_cpu, client_cpu) = std::mem::take(&mut *LAST_CPU.lock().unwrap());
     println!(
         "{}",
         json!({
@@ -117,6 +147,8 @@ fn emit(scenario: &str, clients: usize, seconds: f64, bytes: u64, images: usize,
             "bytes": bytes,
             "images": images,
             "requests": requests,
+            "server_cpu": server_cpu,
+            "client_cpu": client_cpu,
         })
     );
 }
@@ -676,12 +708,19 @@ where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
+    let server = SERVER_PID.get().map(u32::to_string);
+    let cpu = || (server.as_deref().and_then(cpu_seconds), cpu_seconds("self"));
+    let before = cpu();
     let start = Instant::now();
     let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(f(i))).collect();
     for t in tasks {
         t.await??;
     }
-    Ok(start.elapsed().as_secs_f64())
+    let secs = start.elapsed().as_secs_f64();
+    let after = cpu();
+    let diff = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+    *LAST_CPU.lock().unwrap() = (diff(before.0, after.0), diff(before.1, after.1));
+    Ok(secs)
 }
 
 async fn large(args: &Args) -> Result<()> {
