@@ -11,12 +11,14 @@
 //! | [`tools_for_test`] | `Ok(true)` when the named tools are on `PATH`; `Ok(false)` (skip, with a note on stderr) when not, or an error when `GANTRY_REQUIRE_REGISTRY_TOOLS=1` ([`REQUIRE_TOOLS_ENV`]) |
 //! | [`write_oci_layout`] | an OCI image layout directory written by hand, deterministically: N gzip'd tar layers of given sizes, a config, a manifest, `index.json` with a tag |
 //! | [`layout_manifest_digest`] | the manifest digest a layout's `index.json` gives a tag |
-//! | [`PeerRegistry`] | `docker-registry serve` on 127.0.0.1, filesystem storage in a temp dir, no auth, deletes on; killed on drop |
+//! | [`PeerRegistry`] | `docker-registry serve` on 127.0.0.1, filesystem storage in a temp dir, deletes on, no auth or HTTP Basic ([`PeerRegistry::start_with_auth`]); killed on drop |
 //! | [`Skopeo`] | `skopeo copy` (oci: ⇄ docker://, digests kept), `skopeo inspect --raw`, with an auth file of its own |
 //! | [`Buildah`] | an image built from scratch in a private storage (vfs) and `buildah push`ed |
 //! | [`DockerCli`] | `docker login/tag/push/pull/rmi` on the engine of `DOCKER_HOST`, with a config dir of its own |
 //! | [`umoci_stat`] | `umoci stat`: a layout is valid as umoci reads it |
 //! | [`Oras`], [`oras_for_test`] | PyPI's oras (ORAS's Python SDK, in the venv `scripts/test` makes): files pushed as an OCI artifact and pulled back |
+//! | [`Target`] | a registry under test: `HOST:PORT`, credentials, the repository prefix (Gantry: `PROJECT/`) |
+//! | [`check_skopeo_round_trip`], [`check_buildah_push`], [`check_docker_push_pull`], [`check_docker_pulls_oci_image`], [`check_oras_push_pull`], [`check_anonymous_push_refused`] | whole client scenarios against a [`Target`], each an `Err` with the tool's output when something is wrong |
 //!
 //! Image references: `oci:DIR:TAG` for a layout, `docker://HOST:PORT/NAME:TAG` for a registry
 //! (skopeo and buildah); `HOST:PORT/NAME:TAG` for docker. Gantry's repositories are
