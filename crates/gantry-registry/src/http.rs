@@ -85,10 +85,19 @@ impl<A: Authority> Registry<A> {
         if let Some(s) = scope {
             v.push_str(&format!(",scope=\"{s}\""));
         }
-        if bearer(headers).is_some() {
-            v.push_str(",error=\"insufficient_scope\"");
+        // RFC 6750: a valid token without the scope is 403 `insufficient_scope` (clients
+        // such as oras then ask for a new token); a bad or expired one is 401.
+        // An anonymous visitor's token lacking the scope means: log in (401).
+        let (code, error) = match bearer(headers).map(|t| self.inner.keys.verify(t)) {
+            Some(Some(c)) if !c.sub.is_empty() => (Code::Denied, Some("insufficient_scope")),
+            Some(Some(_)) => (Code::Unauthorized, Some("insufficient_scope")),
+            Some(None) => (Code::Unauthorized, Some("invalid_token")),
+            None => (Code::Unauthorized, None),
+        };
+        if let Some(e) = error {
+            v.push_str(&format!(",error=\"{e}\""));
         }
-        RegistryError::new(Code::Unauthorized, msg).with_header(header::WWW_AUTHENTICATE, &v)
+        RegistryError::new(code, msg).with_header(header::WWW_AUTHENTICATE, &v)
     }
 
     fn claims(&self, headers: &HeaderMap) -> Option<Claims> {

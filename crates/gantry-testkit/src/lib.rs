@@ -13,6 +13,7 @@
 //! | [`run_container`] | create, start, wait, read logs, remove: one command in a throwaway container |
 //! | [`wait_exit_code`], [`container_logs`], [`force_remove_container`] | the pieces of [`run_container`] |
 //! | [`unique_name`] | container and network names that collide neither between tests nor between runs |
+//! | [`registry`] | OCI images made locally, the registry clients (skopeo, buildah, docker, umoci), a private peer registry, and whole client checks against any registry |
 //!
 //! `scripts/test` starts a private `dockerd` with `scripts/lib/dockerd.sh` (also usable as
 //! `scripts/dockerd start|stop|status|env`), builds the same image with the same layout,
@@ -61,6 +62,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 pub use bollard;
+
+pub mod registry;
 
 /// The locally built test image: busybox from Debian's `busybox-static`, `CMD ["/bin/sh"]`.
 pub const BUSYBOX_IMAGE: &str = "gantry-test/busybox:latest";

@@ -149,7 +149,12 @@ fn tokens_carry_what_each_role_may_do() {
         // With a token, the base endpoint answers; a forged one is refused.
         assert_eq!(oci.call("GET", "/v2/", Some(&alice), &[], b"").status, 200);
         let forged = format!("{}x", &alice[..alice.len() - 1]);
-        assert_eq!(oci.call("GET", "/v2/", Some(&forged), &[], b"").status, 401);
+        let r = oci.call("GET", "/v2/", Some(&forged), &[], b"");
+        assert_eq!(r.status, 401);
+        assert!(
+            r.header("www-authenticate")
+                .contains("error=\"invalid_token\"")
+        );
 
         // Personal access tokens: read_registry pulls only, write_registry pushes; a token
         // without a registry scope and one of another user are refused.
@@ -480,7 +485,7 @@ fn the_distribution_api_request_by_request() {
             r.header("link")
         );
         let r = oci.call("GET", "/v2/_catalog", tok, &[], b"");
-        assert_eq!(r.status, 401, "the catalog needs its scope");
+        assert_eq!(r.status, 403, "the catalog needs its scope");
 
         // Bad input: the spec's codes, never a 500.
         let bad: [(&str, &str, &[u8], u16, &str); 7] = [
@@ -548,7 +553,13 @@ fn the_distribution_api_request_by_request() {
 
         // Deletes need the delete action: alice (developer) has none; the admin has.
         let r = oci.call("DELETE", "/v2/dev/app/manifests/2.0", tok, &[], b"");
-        assert_eq!(r.status, 401, "{what}");
+        assert_eq!(r.status, 403, "{what}");
+        assert!(
+            r.header("www-authenticate")
+                .contains("scope=\"repository:dev/app:delete\",error=\"insufficient_scope\""),
+            "{}",
+            r.header("www-authenticate")
+        );
         let del = oci.token(
             Some(("admin", &s.token)),
             &["repository:dev/app:pull,delete"],
@@ -743,7 +754,8 @@ fn promotion_dev_test_beta_release_keeps_the_digest_and_moves_no_bytes() {
         );
         // The developer cannot push into test, nor promote there.
         let r = oci.push_blob(&alice, "test/app", b"x");
-        assert_eq!(r.status, 401, "{what}: {}", r.text());
+        assert_eq!(r.status, 403, "{what}: {}", r.text());
+        assert_eq!(r.code(), "DENIED");
         let alice_pat = personal_token(&oci, "alice", json!(["api"]));
         let out = promote_cli(&s, &alice_pat, "dev/app:1.4-dev", "test/app:1.4-test");
         assert_eq!(out.status.code(), Some(2), "{what}: {out:?}");

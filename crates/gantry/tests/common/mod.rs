@@ -5,6 +5,7 @@
 
 pub mod fake;
 pub mod oci;
+pub mod registry;
 pub mod server;
 
 use std::path::{Path, PathBuf};
