@@ -678,3 +678,35 @@ pub struct RegistryGcReport {
     pub blobs_removed: u64,
     pub bytes_freed: u64,
 }
+
+/// A robot account to make (`POST /api/v1/projects/{p}/robots`): it logs in to the registry
+/// as `robot$PROJECT+NAME` and pulls, or pulls and pushes, the project's repositories.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RobotCreate {
+    pub name: String,
+    /// `["pull"]` or `["pull", "push"]`.
+    pub actions: Vec<String>,
+    /// When it stops working, ms since the epoch; never when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+/// A robot account; `token` only in the answer that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Robot {
+    pub id: i64,
+    /// What `docker login -u` takes: `robot$PROJECT+NAME`.
+    pub username: String,
+    pub actions: Vec<String>,
+    pub hint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    pub revoked: bool,
+    pub created_by: String,
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}

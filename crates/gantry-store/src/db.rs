@@ -21,7 +21,9 @@ mod triggers;
 mod variables;
 
 pub use accounts::{AuditEntry, AuditRow, MemberRow, NewUser, SessionRow, TokenRow, UserRow};
-pub use registry::{ManifestRow, NewManifest, RegistrySettingsRow, RepositoryRow, TagRow};
+pub use registry::{
+    ManifestRow, NewManifest, RegistrySettingsRow, RepositoryRow, RobotRow, TagRow,
+};
 pub use schedules::{NewSchedule, PollingRow, ScheduleRow, ScheduleUpdate};
 pub use triggers::{MergeRequestState, TriggerTokenRow};
 pub use variables::{ProtectedRefRow, VariableFields, VariableRow, variable_aad};
@@ -89,6 +91,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "registry",
         include_str!("../migrations/sqlite/0008_registry.sql"),
     ),
+    (
+        10,
+        "robots",
+        include_str!("../migrations/sqlite/0010_robots.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -130,6 +137,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "registry",
         include_str!("../migrations/postgres/0008_registry.sql"),
+    ),
+    (
+        10,
+        "robots",
+        include_str!("../migrations/postgres/0010_robots.sql"),
     ),
 ];
 

@@ -1136,3 +1136,78 @@ fn garbage_collection_while_pushes_happen_loses_nothing() {
         }
     }
 }
+
+#[test]
+fn robot_accounts_work_in_their_project_until_revoked_or_expired() {
+    let db = &backends("registry_robots")[0];
+    let (s, _repo) = setup(db);
+    let oci = Oci::new(&s.url);
+    let scopes = [
+        "repository:dev/app:pull,push",
+        "repository:secret/x:pull,push",
+    ];
+    let make = |body: Value| {
+        s.api()
+            .post("/api/v1/projects/dev/robots", body)
+            .unwrap_or_else(|e| panic!("robot: {e}"))
+    };
+    let ci = make(json!({"name": "ci", "actions": ["pull", "push"]}));
+    assert_eq!(ci["username"], "robot$dev+ci");
+    let ci_token = ci["token"].as_str().unwrap().to_string();
+    let t = oci.token(Some(("robot$dev+ci", &ci_token)), &scopes);
+    assert_eq!(actions(&t, "dev/app"), ["pull", "push"]);
+    assert!(actions(&t, "secret/x").is_empty(), "only its own project");
+    assert_eq!(
+        oci.push_image(&t, "dev/app", "robot", &[b"layer"]).len(),
+        71
+    );
+
+    let reader = make(json!({"name": "reader", "actions": ["pull"]}));
+    let t = oci.token(
+        Some(("robot$dev+reader", reader["token"].as_str().unwrap())),
+        &scopes,
+    );
+    assert_eq!(actions(&t, "dev/app"), ["pull"]);
+
+    // The token is shown once; the list has its hint only.
+    let list = s.api().get("/api/v1/projects/dev/robots").unwrap();
+    assert!(!list.to_string().contains(&ci_token), "{list}");
+    assert_eq!(list[0]["hint"], &ci_token[..10]);
+    // Another name with the token, a bad name, bad actions: refused.
+    let r = oci.token_resp(Some(("robot$dev+other", &ci_token)), &scopes);
+    assert_eq!(r.status, 401, "{}", r.text());
+    for bad in [
+        json!({"name": "Bad Name", "actions": ["pull"]}),
+        json!({"name": "x", "actions": ["delete"]}),
+        json!({"name": "ci", "actions": ["pull"]}),
+    ] {
+        let e = s
+            .api()
+            .post("/api/v1/projects/dev/robots", bad.clone())
+            .unwrap_err();
+        assert!(e.status == 400 || e.status == 409, "{bad}: {e}");
+    }
+
+    // Expiry and revocation end it, with the reason.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let brief = make(json!({"name": "brief", "actions": ["pull"], "expires_at": now + 1500}));
+    let brief_token = brief["token"].as_str().unwrap();
+    assert_eq!(
+        oci.token_resp(Some(("robot$dev+brief", brief_token)), &scopes)
+            .status,
+        200
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    let r = oci.token_resp(Some(("robot$dev+brief", brief_token)), &scopes);
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("has expired"), "{}", r.text());
+    s.api()
+        .delete(&format!("/api/v1/projects/dev/robots/{}", ci["id"]))
+        .unwrap();
+    let r = oci.token_resp(Some(("robot$dev+ci", &ci_token)), &scopes);
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("was revoked"), "{}", r.text());
+}

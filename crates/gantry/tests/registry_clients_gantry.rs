@@ -55,4 +55,21 @@ async fn every_client_pushes_and_pulls_with_gantry() {
     // The same with a personal access token instead of the password.
     check_skopeo_round_trip(&pat_target, "app").unwrap_or_else(|e| fail(e));
     check_docker_push_pull(&pat_target, "busybox").unwrap_or_else(|e| fail(e));
+    // And with a robot account of the project (docker login -u 'robot$team+ci').
+    let robot = s
+        .api()
+        .post(
+            "/api/v1/projects/team/robots",
+            serde_json::json!({"name": "ci", "actions": ["pull", "push"]}),
+        )
+        .unwrap();
+    let robot_target = gantry_testkit::registry::Target {
+        creds: Some(gantry_testkit::registry::Creds::new(
+            robot["username"].as_str().unwrap(),
+            robot["token"].as_str().unwrap(),
+        )),
+        ..target.clone()
+    };
+    check_docker_push_pull(&robot_target, "robot").unwrap_or_else(|e| fail(e));
+    check_skopeo_round_trip(&robot_target, "robot-oci").unwrap_or_else(|e| fail(e));
 }

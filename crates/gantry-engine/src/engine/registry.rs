@@ -7,8 +7,12 @@
 use super::{Caller, Engine};
 use crate::error::{EngineError, Result};
 use crate::token::hash_token;
+use gantry_api::rest;
 use gantry_api::{JobStatus, Role, Scope};
-use gantry_store::db::RegistrySettingsRow;
+use gantry_store::db::{RegistrySettingsRow, RobotRow};
+
+/// Robot account tokens start with this.
+const ROBOT_PREFIX: &str = "grb_";
 
 /// Who presented registry credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +32,13 @@ pub enum RegistryPrincipal {
         id: i64,
         project_id: i64,
     },
+    /// A project's robot account: pull, or pull and push, in that project only.
+    Robot {
+        id: i64,
+        project_id: i64,
+        username: String,
+        push: bool,
+    },
 }
 
 impl RegistryPrincipal {
@@ -38,6 +49,7 @@ impl RegistryPrincipal {
             RegistryPrincipal::Admin => "admin-token".into(),
             RegistryPrincipal::User { username, .. } => username.clone(),
             RegistryPrincipal::Job { id, .. } => format!("job:{id}"),
+            RegistryPrincipal::Robot { username, .. } => username.clone(),
         }
     }
 }
@@ -78,6 +90,34 @@ impl Engine {
                     "this job token is not valid: job tokens work only while their job runs".into(),
                 )),
             };
+        }
+        if secret.starts_with(ROBOT_PREFIX) {
+            let refused =
+                |why: &str| EngineError::Unauthorized(format!("the robot account {user} {why}"));
+            let Some(r) = self.inner.db.robot_by_token_hash(&hash).await? else {
+                return Err(refused("does not exist, or its token is wrong"));
+            };
+            let username = self.robot_username(&r).await?;
+            if username != user {
+                return Err(refused(&format!(
+                    "is not {username}'s token's name: log in as {username}"
+                )));
+            }
+            if r.revoked {
+                return Err(refused("was revoked"));
+            }
+            if r.expires_at
+                .is_some_and(|at| at <= gantry_store::db::now_ms())
+            {
+                return Err(refused("has expired"));
+            }
+            self.inner.db.touch_robot(r.id).await?;
+            return Ok(RegistryPrincipal::Robot {
+                id: r.id,
+                project_id: r.project_id,
+                username,
+                push: r.actions.split(',').any(|a| a == "push"),
+            });
         }
         if secret.starts_with("gpat_") {
             let Some(Caller::User(u)) = self.authenticate_access_token(&secret).await? else {
@@ -131,6 +171,17 @@ impl Engine {
             RegistryPrincipal::Admin => Some(Role::Owner),
             RegistryPrincipal::User { admin: true, .. } => Some(Role::Owner),
             RegistryPrincipal::User { id, .. } => self.inner.db.role_of(project_id, *id).await?,
+            RegistryPrincipal::Robot {
+                project_id: own,
+                push,
+                ..
+            } => {
+                return Ok(RegistryActions {
+                    pull: *own == project_id || public,
+                    push: *own == project_id && *push,
+                    delete: false,
+                });
+            }
             RegistryPrincipal::Job {
                 project_id: own, ..
             } => {
@@ -171,7 +222,8 @@ impl Engine {
             RegistryPrincipal::User { id, .. } => Ok(Some(
                 self.inner.db.registry_visible_projects(Some(*id)).await?,
             )),
-            RegistryPrincipal::Job { project_id, .. } => {
+            RegistryPrincipal::Job { project_id, .. }
+            | RegistryPrincipal::Robot { project_id, .. } => {
                 let mut v = self.inner.db.registry_visible_projects(None).await?;
                 v.push(*project_id);
                 Ok(Some(v))
@@ -232,6 +284,113 @@ impl Engine {
             None,
         )
         .await;
+    }
+
+    /// `robot$PROJECT+NAME`, as Harbor names robot accounts.
+    async fn robot_username(&self, r: &RobotRow) -> Result<String> {
+        let project = self.project_row(r.project_id).await?;
+        Ok(format!("robot${}+{}", project.path, r.name))
+    }
+
+    async fn robot_dto(&self, r: &RobotRow, token: Option<String>) -> Result<rest::Robot> {
+        Ok(rest::Robot {
+            id: r.id,
+            username: self.robot_username(r).await?,
+            actions: r.actions.split(',').map(String::from).collect(),
+            hint: r.hint.clone(),
+            expires_at: r.expires_at,
+            revoked: r.revoked,
+            created_by: r.created_by.clone(),
+            created_at: r.created_at,
+            last_used_at: r.last_used_at,
+            token,
+        })
+    }
+
+    /// Makes a robot account of a project; its token is in this answer only.
+    pub async fn create_robot(
+        &self,
+        project: &str,
+        req: &rest::RobotCreate,
+        by: &str,
+    ) -> Result<rest::Robot> {
+        let id = self.find_project(project).await?;
+        let name_ok = !req.name.is_empty()
+            && req.name.len() <= 64
+            && req
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+        if !name_ok {
+            return Err(EngineError::BadRequest(format!(
+                "robot name '{}' is not valid: 1-64 lowercase letters, digits, '-', '_' or '.'",
+                req.name
+            )));
+        }
+        let mut actions: Vec<&str> = req.actions.iter().map(String::as_str).collect();
+        actions.sort_unstable();
+        actions.dedup();
+        let actions = match actions.as_slice() {
+            ["pull"] => "pull",
+            ["pull", "push"] | ["push"] => "pull,push",
+            _ => {
+                return Err(EngineError::BadRequest(format!(
+                    "robot actions {:?} are not valid: [\"pull\"] or [\"pull\", \"push\"]",
+                    req.actions
+                )));
+            }
+        };
+        if req
+            .expires_at
+            .is_some_and(|at| at <= gantry_store::db::now_ms())
+        {
+            return Err(EngineError::BadRequest("expires_at is in the past".into()));
+        }
+        let token = crate::token::new_token(ROBOT_PREFIX);
+        let hint = token[..ROBOT_PREFIX.len() + 6].to_string();
+        let rid = self
+            .inner
+            .db
+            .insert_robot(
+                id,
+                &req.name,
+                &hash_token(&token),
+                &hint,
+                actions,
+                req.expires_at,
+                by,
+            )
+            .await?;
+        self.audit_as(by, "robot.create", Some(id), &req.name, None, None)
+            .await;
+        let row = self
+            .inner
+            .db
+            .robots(id)
+            .await?
+            .into_iter()
+            .find(|r| r.id == rid)
+            .ok_or_else(|| EngineError::not_found(format!("robot {rid}")))?;
+        self.robot_dto(&row, Some(token)).await
+    }
+
+    pub async fn robots(&self, project: &str) -> Result<Vec<rest::Robot>> {
+        let id = self.find_project(project).await?;
+        let mut out = Vec::new();
+        for r in self.inner.db.robots(id).await? {
+            out.push(self.robot_dto(&r, None).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn revoke_robot(&self, project: &str, robot: i64, by: &str) -> Result<()> {
+        let id = self.find_project(project).await?;
+        if !self.inner.db.revoke_robot(id, robot).await? {
+            return Err(EngineError::not_found(format!("robot account {robot}")));
+        }
+        self.audit_as(by, "robot.revoke", Some(id), &robot.to_string(), None, None)
+            .await;
+        Ok(())
     }
 
     /// A project's registry settings.

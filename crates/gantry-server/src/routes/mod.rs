@@ -219,6 +219,28 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         "GET",
+        "/api/v1/projects/{project}/robots",
+        Project(Role::Maintainer),
+        "The project's registry robot accounts (their tokens are never shown again)",
+        None,
+    ),
+    r(
+        "POST",
+        "/api/v1/projects/{project}/robots",
+        Project(Role::Maintainer),
+        "Make a robot account (robot$PROJECT+NAME) that pulls, or pulls and pushes, the \
+         project's images; its token is in this answer only",
+        Some("RobotCreate"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/projects/{project}/robots/{id}",
+        Project(Role::Maintainer),
+        "Revoke a robot account",
+        None,
+    ),
+    r(
+        "GET",
         "/api/v1/projects/{project}/registry",
         Project(Role::Guest),
         "The project's registry settings: public pulls, who pushes, who promotes",
@@ -647,6 +669,9 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/api/v1/projects/{project}/registry") => get(registry::settings),
         ("POST", "/api/v1/registry/promote") => post(registry::promote),
         ("POST", "/api/v1/registry/gc") => post(registry::gc),
+        ("GET", "/api/v1/projects/{project}/robots") => get(registry::robots),
+        ("POST", "/api/v1/projects/{project}/robots") => post(registry::create_robot),
+        ("DELETE", "/api/v1/projects/{project}/robots/{id}") => delete(registry::revoke_robot),
         ("PUT", "/api/v1/projects/{project}/registry") => put(registry::set_settings),
         ("GET", "/api/v1/projects/{project}/webhook-deliveries") => get(hooks::deliveries),
         ("GET", "/api/v1/projects/{project}/schedules") => get(schedules::list),

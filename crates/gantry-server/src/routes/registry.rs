@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use gantry_api::rest::{
-    ImagePromote, ImagePromoted, RegistryGc, RegistryGcReport, RegistrySettings,
+    ImagePromote, ImagePromoted, RegistryGc, RegistryGcReport, RegistrySettings, Robot, RobotCreate,
 };
 use gantry_registry::ImageRef;
 use gantry_store::db::RegistrySettingsRow;
@@ -130,4 +130,33 @@ pub async fn gc(
         blobs_removed: r.blobs_removed,
         bytes_freed: r.bytes_freed,
     }))
+}
+
+pub async fn robots(
+    State(s): State<AppState>,
+    Path(project): Path<String>,
+) -> ApiResult<Json<Vec<Robot>>> {
+    Ok(Json(s.engine.robots(&project).await?))
+}
+
+pub async fn create_robot(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(project): Path<String>,
+    Json(body): Json<RobotCreate>,
+) -> ApiResult<(StatusCode, Json<Robot>)> {
+    let r = s
+        .engine
+        .create_robot(&project, &body, &caller.name())
+        .await?;
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
+pub async fn revoke_robot(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path((project, id)): Path<(String, i64)>,
+) -> ApiResult<StatusCode> {
+    s.engine.revoke_robot(&project, id, &caller.name()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

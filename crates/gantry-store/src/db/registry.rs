@@ -85,6 +85,42 @@ pub struct TagRow {
     pub pulled_at: Option<i64>,
 }
 
+/// A robot account as stored: its token's hash, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RobotRow {
+    pub id: i64,
+    pub project_id: i64,
+    pub name: String,
+    pub hint: String,
+    /// `pull` or `pull,push`.
+    pub actions: String,
+    pub expires_at: Option<i64>,
+    pub revoked: bool,
+    pub created_by: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+impl RobotRow {
+    fn from_row(r: &AnyRow) -> Result<RobotRow> {
+        Ok(RobotRow {
+            id: r.try_get("id")?,
+            project_id: r.try_get("project_id")?,
+            name: r.try_get("name")?,
+            hint: r.try_get("hint")?,
+            actions: r.try_get("actions")?,
+            expires_at: r.try_get("expires_at")?,
+            revoked: r.try_get::<i64, _>("revoked")? != 0,
+            created_by: r.try_get("created_by")?,
+            created_at: r.try_get("created_at")?,
+            last_used_at: r.try_get("last_used_at")?,
+        })
+    }
+}
+
+const ROBOT_COLS: &str = "id, project_id, name, hint, actions, expires_at, revoked, created_by, \
+                          created_at, last_used_at";
+
 /// Pulls are written at most this often per tag (ms): a pull is a read.
 const PULL_RECORD_INTERVAL_MS: i64 = 60 * 60 * 1000;
 
@@ -746,6 +782,79 @@ impl Db {
         upsert_tag(&mut tx, to, tag, digest, by, now).await?;
         tx.commit().await?;
         Ok(seen.len())
+    }
+
+    // ---- robot accounts -------------------------------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_robot(
+        &self,
+        project_id: i64,
+        name: &str,
+        token_hash: &str,
+        hint: &str,
+        actions: &str,
+        expires_at: Option<i64>,
+        created_by: &str,
+    ) -> Result<i64> {
+        let rows = sqlx::query(
+            "INSERT INTO registry_robots (project_id, name, token_hash, hint, actions, \
+             expires_at, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             RETURNING id",
+        )
+        .bind(project_id)
+        .bind(name)
+        .bind(token_hash)
+        .bind(hint)
+        .bind(actions)
+        .bind(expires_at)
+        .bind(created_by)
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| {
+            super::unique_to_conflict(e, "the project has a robot account of this name")
+        })?;
+        returned_id(&rows)
+    }
+
+    pub async fn robots(&self, project_id: i64) -> Result<Vec<RobotRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ROBOT_COLS} FROM registry_robots WHERE project_id = $1 ORDER BY id"
+        )))
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(RobotRow::from_row).collect()
+    }
+
+    pub async fn robot_by_token_hash(&self, hash: &str) -> Result<Option<RobotRow>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ROBOT_COLS} FROM registry_robots WHERE token_hash = $1"
+        )))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(RobotRow::from_row).transpose()
+    }
+
+    pub async fn revoke_robot(&self, project_id: i64, id: i64) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE registry_robots SET revoked = 1 WHERE project_id = $1 AND id = $2")
+                .bind(project_id)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn touch_robot(&self, id: i64) -> Result<()> {
+        sqlx::query("UPDATE registry_robots SET last_used_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     // ---- uploads --------------------------------------------------------------------------
