@@ -640,6 +640,49 @@ pub struct RegistrySettings {
     pub push_role: crate::Role,
     /// The least role that promotes images into it (`gantry image promote`).
     pub promote_role: crate::Role,
+    /// Tag immutability and retention.
+    #[serde(default)]
+    pub policy: RegistryPolicy,
+}
+
+/// A project's tag rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryPolicy {
+    /// Tags (globs: `v*`, `1.*`) that, once pushed, never point elsewhere nor go away.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub immutable_tags: Vec<String>,
+    /// Tags that move although they match `immutable_tags` (environment tags: `*-test`,
+    /// `*-release`, `latest`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mutable_tags: Vec<String>,
+    /// Which tags are removed when retention runs (with the registry's collection, or
+    /// `POST /api/v1/projects/{p}/registry/retention`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retention: Vec<RetentionRule>,
+}
+
+/// Of the tags matching `tags` in each repository, keep the `keep_last` most recently
+/// pushed and those pulled within `pulled_within_days`; remove the others. Immutable tags
+/// always stay; tags no rule matches stay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    pub tags: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulled_within_days: Option<u32>,
+}
+
+/// What retention removed (or would, in a dry run).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionReport {
+    /// `repository:tag` of each removed tag.
+    pub removed: Vec<String>,
+    /// Manifests removed because no tag named them any more.
+    pub manifests_removed: usize,
+    pub dry_run: bool,
 }
 
 /// A promotion inside the registry (`POST /api/v1/registry/promote`): the source image

@@ -35,6 +35,18 @@ pub struct GcReport {
 }
 
 impl<A: Authority> Registry<A> {
+    /// What the server's collection task does: every project's retention rules, then a
+    /// collection.
+    pub async fn retention_and_collection(&self) -> Result<GcReport> {
+        for project in self.inner.db.registry_projects_with_policy().await? {
+            let r = self.apply_retention(project, false).await?;
+            if !r.removed.is_empty() {
+                tracing::info!(project, removed = ?r.removed, "registry retention");
+            }
+        }
+        self.collect_garbage(self.inner.gc_grace).await
+    }
+
     /// One collection with `grace` (see the module's description).
     pub async fn collect_garbage(&self, grace: Duration) -> Result<GcReport> {
         let mut report = GcReport::default();

@@ -1004,6 +1004,10 @@ async fn put_manifest<A: Authority>(
         .and_then(|v| v.to_str().ok());
     let parsed = manifest::parse(&bytes, content_type)?;
     let repo = reg.repo_for_write(name).await?;
+    if let Some(t) = tag {
+        reg.check_tag_change(&repo, t, Some(&digest.to_string()))
+            .await?;
+    }
     let blobs: Vec<String> = parsed.blobs.iter().map(Digest::to_string).collect();
     let missing = reg.inner.db.missing_blobs(repo.id, &blobs).await?;
     if let Some(first) = missing.first() {
@@ -1109,11 +1113,13 @@ async fn delete_manifest<A: Authority>(
     let repo = reg.repo_for_read(name).await?;
     let done = if reference.contains(':') {
         let d = digest_param(reference)?;
+        reg.check_manifest_removal(&repo, &d.to_string()).await?;
         reg.inner
             .db
             .delete_manifest(repo.id, &d.to_string())
             .await?
     } else if valid_tag(reference) {
+        reg.check_tag_change(&repo, reference, None).await?;
         reg.inner.db.delete_tag(repo.id, reference).await?
     } else {
         return Err(tag_invalid(reference));

@@ -15,6 +15,7 @@
 //!   [`names`]: repository and tag grammar; [`error`]: the spec's error codes.
 //! - [`gc`]: online garbage collection (unused links, then unlinked blobs, after a grace
 //!   period, under the digest locks uploads take).
+//! - [`policy`]: tag immutability and retention rules of a project.
 //! - [`promote`]: promotion by digest between repositories (links, no bytes).
 //! - [`token`]: Docker's token flow: scopes, short-lived HS256 tokens carrying what the
 //!   [`token::Authority`] granted.
@@ -30,6 +31,7 @@ pub mod gc;
 pub mod http;
 pub mod manifest;
 pub mod names;
+pub mod policy;
 pub mod promote;
 pub mod token;
 mod uploads;

@@ -129,6 +129,8 @@ impl<A: Authority> Registry<A> {
             ));
         }
         let dst = self.repo_for_write(&destination.name).await?;
+        self.check_tag_change(&dst, &tag, Some(&manifest.digest))
+            .await?;
         let manifests = db
             .promote_manifest(src.id, &manifest.digest, dst.id, &tag, by)
             .await

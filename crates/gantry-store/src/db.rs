@@ -96,6 +96,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "robots",
         include_str!("../migrations/sqlite/0010_robots.sql"),
     ),
+    (
+        11,
+        "registry policy",
+        include_str!("../migrations/sqlite/0011_registry_policy.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -142,6 +147,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         10,
         "robots",
         include_str!("../migrations/postgres/0010_robots.sql"),
+    ),
+    (
+        11,
+        "registry policy",
+        include_str!("../migrations/postgres/0011_registry_policy.sql"),
     ),
 ];
 

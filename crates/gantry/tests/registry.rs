@@ -1211,3 +1211,165 @@ fn robot_accounts_work_in_their_project_until_revoked_or_expired() {
     assert_eq!(r.status, 401);
     assert!(r.text().contains("was revoked"), "{}", r.text());
 }
+
+#[test]
+fn immutable_tags_stay_and_retention_removes_what_its_rules_say() {
+    let db = &backends("registry_policy")[0];
+    let (s, _repo) = setup(db);
+    let oci = Oci::new(&s.url);
+    let bad = s.api().put(
+        "/api/v1/projects/dev/registry",
+        json!({"public": false, "push_role": "developer", "promote_role": "maintainer",
+               "policy": {"immutable_tags": ["[oops"]}}),
+    );
+    assert_eq!(bad.unwrap_err().status, 400);
+    s.api()
+        .put(
+            "/api/v1/projects/dev/registry",
+            json!({"public": false, "push_role": "developer", "promote_role": "developer",
+            "policy": {
+                "immutable_tags": ["v*", "1.*"],
+                "mutable_tags": ["*-dev"],
+                "retention": [
+                    {"tags": "build-*", "keep_last": 2},
+                    {"tags": "nightly-*", "pulled_within_days": 7}
+                ]}}),
+        )
+        .unwrap();
+    let t = oci.token(
+        Some(("admin", &s.token)),
+        &["repository:dev/app:pull,push,delete"],
+    );
+    let one = oci.push_image(&t, "dev/app", "v1.0", &[b"one"]);
+    let two = oci.push_image(&t, "dev/app", "scratch", &[b"two"]);
+    let two_bytes = oci
+        .call("GET", "/v2/dev/app/manifests/scratch", Some(&t), &[], b"")
+        .body;
+    // v1.0 does not move, nor go; the same digest again is fine.
+    let r = oci.put_manifest(&t, "dev/app", "v1.0", &two_bytes);
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (403, "DENIED"),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("immutable"), "{}", r.text());
+    let one_bytes = oci
+        .call(
+            "GET",
+            &format!("/v2/dev/app/manifests/{one}"),
+            Some(&t),
+            &[],
+            b"",
+        )
+        .body;
+    assert_eq!(
+        oci.put_manifest(&t, "dev/app", "v1.0", &one_bytes).status,
+        201
+    );
+    assert_eq!(
+        oci.call("DELETE", "/v2/dev/app/manifests/v1.0", Some(&t), &[], b"")
+            .status,
+        403
+    );
+    assert_eq!(
+        oci.call(
+            "DELETE",
+            &format!("/v2/dev/app/manifests/{one}"),
+            Some(&t),
+            &[],
+            b""
+        )
+        .status,
+        403
+    );
+    let e = s
+        .api()
+        .post(
+            "/api/v1/registry/promote",
+            json!({"source": "dev/app:scratch", "destination": "dev/app:v1.0"}),
+        )
+        .unwrap_err();
+    assert_eq!(e.status, 403, "{e}");
+    // Tags allowed to move do.
+    assert_eq!(
+        oci.put_manifest(&t, "dev/app", "1.4-dev", &one_bytes)
+            .status,
+        201
+    );
+    assert_eq!(
+        oci.put_manifest(&t, "dev/app", "1.4-dev", &two_bytes)
+            .status,
+        201
+    );
+    assert_eq!(
+        oci.call("HEAD", "/v2/dev/app/manifests/1.4-dev", Some(&t), &[], b"")
+            .header("docker-content-digest"),
+        two
+    );
+
+    // Retention: the last two builds stay, the nightly pulled lately stays.
+    for tag in [
+        "build-1",
+        "build-2",
+        "build-3",
+        "build-4",
+        "nightly-a",
+        "nightly-b",
+    ] {
+        oci.push_image(&t, "dev/app", tag, &[tag.as_bytes()]);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        oci.call("GET", "/v2/dev/app/manifests/nightly-a", Some(&t), &[], b"")
+            .status,
+        200
+    );
+    common::server::wait_for(
+        std::time::Duration::from_secs(10),
+        "the pull recorded",
+        || {
+            (s.sql("SELECT COUNT(*) FROM registry_tags WHERE name = 'nightly-a' AND pulled_at IS NOT NULL") == "1").then_some(())
+        },
+    );
+    let dry = s
+        .api()
+        .post(
+            "/api/v1/projects/dev/registry/retention?dry_run=true",
+            json!({}),
+        )
+        .unwrap();
+    assert_eq!(
+        dry["removed"],
+        json!(["dev/app:build-1", "dev/app:build-2", "dev/app:nightly-b"]),
+        "{dry}"
+    );
+    let tags = |oci: &Oci| {
+        oci.call("GET", "/v2/dev/app/tags/list", Some(&t), &[], b"")
+            .json()["tags"]
+            .clone()
+    };
+    assert_eq!(
+        tags(&oci).as_array().unwrap().len(),
+        9,
+        "a dry run removes nothing"
+    );
+    let done = s
+        .api()
+        .post("/api/v1/projects/dev/registry/retention", json!({}))
+        .unwrap();
+    assert_eq!(done["manifests_removed"], 3, "{done}");
+    assert_eq!(
+        tags(&oci),
+        json!([
+            "1.4-dev",
+            "build-3",
+            "build-4",
+            "nightly-a",
+            "scratch",
+            "v1.0"
+        ])
+    );
+    let log = s.api().get("/api/v1/audit-log?per_page=100").unwrap();
+    assert!(log.to_string().contains("registry.retention"), "{log}");
+}

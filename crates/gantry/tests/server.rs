@@ -957,6 +957,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/api/v1/projects/{project}/webhook-secret"),
     ("post", "/api/v1/registry/promote"),
     ("post", "/api/v1/registry/gc"),
+    ("post", "/api/v1/projects/{project}/registry/retention"),
     ("get", "/api/v1/projects/{project}/robots"),
     ("post", "/api/v1/projects/{project}/robots"),
     ("delete", "/api/v1/projects/{project}/robots/{id}"),

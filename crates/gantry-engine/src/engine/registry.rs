@@ -393,6 +393,12 @@ impl Engine {
         Ok(())
     }
 
+    /// Records a registry change (retention, …) in the audit log.
+    pub async fn audit_registry(&self, by: &Caller, project: i64, action: &str, target: &str) {
+        self.audit_as(&by.name(), action, Some(project), target, None, None)
+            .await;
+    }
+
     /// A project's registry settings.
     pub async fn registry_settings(&self, project: &str) -> Result<RegistrySettingsRow> {
         let id = self.find_project(project).await?;
@@ -416,8 +422,8 @@ impl Engine {
             "registry.settings",
             Some(id),
             &format!(
-                "public={} push_role={} promote_role={}",
-                settings.public, settings.push_role, settings.promote_role
+                "public={} push_role={} promote_role={} policy={}",
+                settings.public, settings.push_role, settings.promote_role, settings.policy
             ),
             None,
             None,

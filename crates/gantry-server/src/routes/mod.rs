@@ -218,6 +218,13 @@ pub const ROUTES: &[Route] = &[
         Some("RegistryGc"),
     ),
     r(
+        "POST",
+        "/api/v1/projects/{project}/registry/retention",
+        Project(Role::Maintainer),
+        "Apply the project's retention rules now (?dry_run=true: only say what would go)",
+        None,
+    ),
+    r(
         "GET",
         "/api/v1/projects/{project}/robots",
         Project(Role::Maintainer),
@@ -670,6 +677,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/registry/promote") => post(registry::promote),
         ("POST", "/api/v1/registry/gc") => post(registry::gc),
         ("GET", "/api/v1/projects/{project}/robots") => get(registry::robots),
+        ("POST", "/api/v1/projects/{project}/registry/retention") => post(registry::retention),
         ("POST", "/api/v1/projects/{project}/robots") => post(registry::create_robot),
         ("DELETE", "/api/v1/projects/{project}/robots/{id}") => delete(registry::revoke_robot),
         ("PUT", "/api/v1/projects/{project}/registry") => put(registry::set_settings),

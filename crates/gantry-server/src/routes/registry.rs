@@ -8,7 +8,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use gantry_api::rest::{
-    ImagePromote, ImagePromoted, RegistryGc, RegistryGcReport, RegistrySettings, Robot, RobotCreate,
+    ImagePromote, ImagePromoted, RegistryGc, RegistryGcReport, RegistrySettings, RetentionReport,
+    Robot, RobotCreate,
 };
 use gantry_registry::ImageRef;
 use gantry_store::db::RegistrySettingsRow;
@@ -27,10 +28,13 @@ pub async fn set_settings(
     Path(project): Path<String>,
     Json(body): Json<RegistrySettings>,
 ) -> ApiResult<Json<RegistrySettings>> {
+    gantry_registry::policy::Rules::new(body.policy.clone())
+        .map_err(|e| HttpError::bad_request(format!("the policy: {e}")))?;
     let row = RegistrySettingsRow {
         public: body.public,
         push_role: body.push_role.to_string(),
         promote_role: body.promote_role.to_string(),
+        policy: serde_json::to_string(&body.policy).expect("serializes"),
     };
     s.engine
         .set_registry_settings(&project, &row, &caller.name())
@@ -46,7 +50,41 @@ fn dto(r: &RegistrySettingsRow) -> RegistrySettings {
             .promote_role
             .parse()
             .unwrap_or(gantry_api::Role::Maintainer),
+        policy: serde_json::from_str(&r.policy).unwrap_or_default(),
     }
+}
+
+/// `?dry_run=true`: say what retention would remove, remove nothing.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct RetentionQuery {
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Applies the project's retention rules now (they also run with each garbage collection).
+pub async fn retention(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(project): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<RetentionQuery>,
+) -> ApiResult<Json<RetentionReport>> {
+    let id = s.engine.find_project(&project).await?;
+    let report = s
+        .registry
+        .apply_retention(id, q.dry_run)
+        .await
+        .map_err(registry_error)?;
+    if !q.dry_run && !report.removed.is_empty() {
+        s.engine
+            .audit_registry(
+                &caller,
+                id,
+                "registry.retention",
+                &report.removed.join(", "),
+            )
+            .await;
+    }
+    Ok(Json(report))
 }
 
 /// Promotes an image by digest: pull in the source's project and the destination project's
@@ -104,6 +142,7 @@ fn registry_error(e: gantry_registry::error::RegistryError) -> HttpError {
         Code::NameUnknown | Code::ManifestUnknown | Code::BlobUnknown => {
             HttpError::not_found(e.message)
         }
+        Code::Denied => HttpError::forbidden(e.message),
         Code::Unavailable => {
             HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.message)
         }

@@ -15,6 +15,8 @@ pub struct RegistrySettingsRow {
     pub push_role: String,
     /// The least role that may promote images into the project.
     pub promote_role: String,
+    /// Immutability and retention, as JSON (`gantry_api::rest::RegistryPolicy`).
+    pub policy: String,
 }
 
 impl Default for RegistrySettingsRow {
@@ -23,6 +25,7 @@ impl Default for RegistrySettingsRow {
             public: false,
             push_role: "developer".into(),
             promote_role: "maintainer".into(),
+            policy: "{}".into(),
         }
     }
 }
@@ -129,7 +132,8 @@ impl Db {
 
     pub async fn registry_settings(&self, project_id: i64) -> Result<RegistrySettingsRow> {
         let row = sqlx::query(
-            "SELECT public, push_role, promote_role FROM registry_projects WHERE project_id = $1",
+            "SELECT public, push_role, promote_role, policy FROM registry_projects \
+             WHERE project_id = $1",
         )
         .bind(project_id)
         .fetch_optional(&self.pool)
@@ -139,6 +143,7 @@ impl Db {
                 public: r.try_get::<i64, _>("public")? != 0,
                 push_role: r.try_get("push_role")?,
                 promote_role: r.try_get("promote_role")?,
+                policy: r.try_get("policy")?,
             },
             None => RegistrySettingsRow::default(),
         })
@@ -151,14 +156,16 @@ impl Db {
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO registry_projects (project_id, public, push_role, promote_role, \
-             updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id) DO UPDATE SET \
-             public = excluded.public, push_role = excluded.push_role, \
-             promote_role = excluded.promote_role, updated_at = excluded.updated_at",
+             policy, updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (project_id) DO \
+             UPDATE SET public = excluded.public, push_role = excluded.push_role, \
+             promote_role = excluded.promote_role, policy = excluded.policy, \
+             updated_at = excluded.updated_at",
         )
         .bind(project_id)
         .bind(i64::from(s.public))
         .bind(&s.push_role)
         .bind(&s.promote_role)
+        .bind(&s.policy)
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
@@ -172,6 +179,16 @@ impl Db {
              SELECT project_id FROM registry_projects WHERE public = 1 ORDER BY 1",
         )
         .bind(user_id.unwrap_or(-1))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get::<i64, _>(0)?)).collect()
+    }
+
+    /// Projects whose registry policy is not empty (retention may apply).
+    pub async fn registry_projects_with_policy(&self) -> Result<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT project_id FROM registry_projects WHERE policy <> '{}' ORDER BY project_id",
+        )
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| Ok(r.try_get::<i64, _>(0)?)).collect()
@@ -212,6 +229,38 @@ impl Db {
         self.repository(name)
             .await?
             .ok_or_else(|| sqlx::Error::RowNotFound.into())
+    }
+
+    /// A project's repositories.
+    pub async fn repositories_of(&self, project_id: i64) -> Result<Vec<RepositoryRow>> {
+        let rows = sqlx::query(
+            "SELECT id, project_id, name FROM registry_repositories WHERE project_id = $1 \
+             ORDER BY name",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RepositoryRow {
+                    id: r.try_get("id")?,
+                    project_id: r.try_get("project_id")?,
+                    name: r.try_get("name")?,
+                })
+            })
+            .collect()
+    }
+
+    /// How many tags point at a manifest.
+    pub async fn tags_of_manifest(&self, repository_id: i64, digest: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT name FROM registry_tags WHERE repository_id = $1 AND digest = $2 ORDER BY name",
+        )
+        .bind(repository_id)
+        .bind(digest)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
     }
 
     /// Repository names after `last` (all when `None`), sorted, at most `n`; only those of

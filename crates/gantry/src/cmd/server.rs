@@ -231,7 +231,7 @@ async fn serve(args: Args) -> Result<ExitCode> {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
                 tick.tick().await;
-                if let Err(e) = reg.collect_garbage(reg.gc_grace()).await {
+                if let Err(e) = reg.retention_and_collection().await {
                     eprintln!("warning: registry garbage collection: {e}");
                 }
             }
