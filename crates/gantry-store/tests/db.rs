@@ -64,6 +64,14 @@ async fn migrations_declare_the_same_tables_and_columns() {
             if let Some(rest) = line.strip_prefix("CREATE TABLE ") {
                 current = Some(rest.trim_end_matches(" (").trim().to_string());
                 out.insert(current.clone().unwrap(), Vec::new());
+            } else if let Some(rest) = line.strip_prefix("ALTER TABLE ") {
+                // `ALTER TABLE t ADD COLUMN c …`: a column more in t.
+                let words: Vec<&str> = rest.split_whitespace().collect();
+                if let [table, "ADD", "COLUMN", col, ..] = words.as_slice() {
+                    out.entry(format!("{table} (altered)"))
+                        .or_insert_with(Vec::new)
+                        .push(col.to_string());
+                }
             } else if line.starts_with(')') {
                 current = None;
             } else if let Some(t) = &current
