@@ -922,7 +922,7 @@ async fn get_manifest<A: Authority>(
     reference: &str,
     with_body: bool,
 ) -> Result<Response> {
-    reg.authorize(headers, name, Need::Pull)?;
+    let claims = reg.authorize(headers, name, Need::Pull)?;
     let repo = reg.repo_for_read(name).await?;
     let m = find_manifest(reg, &repo, name, reference).await?;
     let body = if with_body {
@@ -949,6 +949,14 @@ async fn get_manifest<A: Authority>(
                 }
             });
         }
+        reg.emit(crate::Event {
+            kind: "image_pulled",
+            project_id: repo.project_id,
+            repository: name.to_string(),
+            tag: (!reference.contains(':')).then(|| reference.to_string()),
+            digest: m.digest.clone(),
+            actor: claims.sub.clone(),
+        });
         Body::from(bytes)
     } else {
         Body::empty()
@@ -1063,6 +1071,14 @@ async fn put_manifest<A: Authority>(
             e => e.into(),
         })?;
     drop(_held);
+    reg.emit(crate::Event {
+        kind: "image_pushed",
+        project_id: repo.project_id,
+        repository: name.to_string(),
+        tag: tag.map(String::from),
+        digest: digest.to_string(),
+        actor: claims.sub.clone(),
+    });
     let mut resp = Response::builder()
         .status(StatusCode::CREATED)
         .header(
@@ -1109,8 +1125,12 @@ async fn delete_manifest<A: Authority>(
     name: &str,
     reference: &str,
 ) -> Result<Response> {
-    reg.authorize(headers, name, Need::Delete)?;
+    let claims = reg.authorize(headers, name, Need::Delete)?;
     let repo = reg.repo_for_read(name).await?;
+    let digest = find_manifest(reg, &repo, name, reference)
+        .await
+        .map(|m| m.digest)
+        .unwrap_or_default();
     let done = if reference.contains(':') {
         let d = digest_param(reference)?;
         reg.check_manifest_removal(&repo, &d.to_string()).await?;
@@ -1130,6 +1150,14 @@ async fn delete_manifest<A: Authority>(
             format!("manifest {reference} is not in {name}"),
         ));
     }
+    reg.emit(crate::Event {
+        kind: "image_deleted",
+        project_id: repo.project_id,
+        repository: name.to_string(),
+        tag: (!reference.contains(':')).then(|| reference.to_string()),
+        digest,
+        actor: claims.sub.clone(),
+    });
     Ok(StatusCode::ACCEPTED.into_response())
 }
 

@@ -98,6 +98,19 @@ struct Inner<A> {
     locks: Vec<tokio::sync::Mutex<()>>,
 }
 
+/// What happened to an image, for the server's notifications (webhooks, chats, email).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// `image_pushed`, `image_pulled` or `image_deleted`.
+    pub kind: &'static str,
+    pub project_id: i64,
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: String,
+    /// Who did it, as their token names them (empty: anonymous).
+    pub actor: String,
+}
+
 /// The service name in tokens and challenges.
 pub const SERVICE: &str = "gantry-registry";
 
@@ -129,6 +142,12 @@ impl<A: Authority> Registry<A> {
 
     pub fn authority(&self) -> &A {
         &self.inner.authority
+    }
+
+    /// Tells the authority of an event, in a task of its own.
+    pub(crate) fn emit(&self, event: Event) {
+        let this = self.clone();
+        tokio::spawn(async move { this.inner.authority.event(event).await });
     }
 
     pub fn gc_grace(&self) -> std::time::Duration {

@@ -148,6 +148,10 @@ pub trait Authority: Send + Sync + 'static {
         &self,
         who: &Self::Principal,
     ) -> impl Future<Output = Option<Vec<i64>>> + Send;
+
+    /// Something happened (a push, a pull, a delete): the server's notifications. Runs in a
+    /// task of its own, off the request's path.
+    fn event(&self, event: crate::Event) -> impl Future<Output = ()> + Send;
 }
 
 /// One entry of a token's `access` claim, as Docker's token spec has it.

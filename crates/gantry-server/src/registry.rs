@@ -56,6 +56,16 @@ impl Authority for EngineAuthority {
         }
     }
 
+    async fn event(&self, e: gantry_registry::Event) {
+        let doc = serde_json::json!({
+            "repository": e.repository,
+            "tag": e.tag,
+            "digest": e.digest,
+            "actor": e.actor,
+        });
+        self.0.registry_event(e.project_id, e.kind, doc).await;
+    }
+
     async fn visible_projects(&self, who: &RegistryPrincipal) -> Option<Vec<i64>> {
         match self.0.registry_visible_projects(who).await {
             Ok(v) => v,

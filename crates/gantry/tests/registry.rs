@@ -1373,3 +1373,91 @@ fn immutable_tags_stay_and_retention_removes_what_its_rules_say() {
     let log = s.api().get("/api/v1/audit-log?per_page=100").unwrap();
     assert!(log.to_string().contains("registry.retention"), "{log}");
 }
+
+#[test]
+fn pushes_pulls_deletes_and_promotions_reach_the_projects_webhooks() {
+    use common::fake::{bodies, fake, runtime};
+    let rt = runtime();
+    let db = &backends("registry_events")[0];
+    let (s, repo) = setup(db);
+    s.project("test", repo.path());
+    let hook = fake(&rt, 200, json!({}));
+    let slack = fake(&rt, 200, json!({}));
+    let channel = |project: &str, body: Value| {
+        s.api()
+            .post(&format!("/api/v1/projects/{project}/notifications"), body)
+            .unwrap_or_else(|e| panic!("channel: {e}"))
+    };
+    channel(
+        "dev",
+        json!({"kind": "generic", "url": format!("{}/hook", hook.uri()),
+               "events": ["image_pushed", "image_pulled", "image_deleted"]}),
+    );
+    channel(
+        "test",
+        json!({"kind": "slack", "url": format!("{}/slack", slack.uri()), "events": ["image_promoted"]}),
+    );
+    let oci = Oci::new(&s.url);
+    let alice = oci.token(Some(("alice", PASSWORD)), &["repository:dev/app:pull,push"]);
+    let digest = oci.push_image(&alice, "dev/app", "1.0", &[b"event layer"]);
+    assert_eq!(
+        oci.call("GET", "/v2/dev/app/manifests/1.0", Some(&alice), &[], b"")
+            .status,
+        200
+    );
+    s.api()
+        .post(
+            "/api/v1/registry/promote",
+            json!({"source": "dev/app:1.0", "destination": "test/app:1.0-test"}),
+        )
+        .unwrap();
+    let admin = oci.token(Some(("admin", &s.token)), &["repository:dev/app:delete"]);
+    assert_eq!(
+        oci.call(
+            "DELETE",
+            "/v2/dev/app/manifests/1.0",
+            Some(&admin),
+            &[],
+            b""
+        )
+        .status,
+        202
+    );
+
+    let got = common::server::wait_for(std::time::Duration::from_secs(30), "three events", || {
+        let b = bodies(&rt, &hook);
+        (b.len() >= 3).then_some(b)
+    });
+    let mut events: Vec<(String, String, String)> = got
+        .iter()
+        .map(|b| {
+            assert_eq!(b["repository"], "dev/app", "{b}");
+            assert_eq!(b["digest"], digest.as_str(), "{b}");
+            assert_eq!(b["project"]["path"], "dev", "{b}");
+            (
+                b["event"].as_str().unwrap().to_string(),
+                b["tag"].as_str().unwrap_or("").to_string(),
+                b["actor"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            ("image_deleted".into(), "1.0".into(), "admin-token".into()),
+            ("image_pulled".into(), "1.0".into(), "alice".into()),
+            ("image_pushed".into(), "1.0".into(), "alice".into()),
+        ]
+    );
+    let promoted =
+        common::server::wait_for(std::time::Duration::from_secs(30), "a promotion", || {
+            let b = bodies(&rt, &slack);
+            (!b.is_empty()).then_some(b)
+        });
+    let text = promoted[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("test: test/app:1.0-test promoted by admin-token") && text.contains(&digest),
+        "{text}"
+    );
+}

@@ -37,7 +37,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The events a channel may want.
-pub const EVENTS: &[&str] = &["failed", "fixed", "succeeded", "manual"];
+pub const EVENTS: &[&str] = &[
+    "failed",
+    "fixed",
+    "succeeded",
+    "manual",
+    "image_pushed",
+    "image_pulled",
+    "image_deleted",
+    "image_promoted",
+];
 const DEFAULT_EVENTS: &[&str] = &["failed", "fixed", "manual"];
 const CHAT_KINDS: &[&str] = &["slack", "dingtalk", "feishu", "teams", "generic"];
 
@@ -315,6 +324,52 @@ impl Engine {
         Ok(queued)
     }
 
+    /// A registry event (`image_pushed`, `image_pulled`, `image_deleted`, `image_promoted`)
+    /// to the project's channels that want it: `doc` is the message (and the body of
+    /// `generic` webhooks). Logs failures; never the registry's failure.
+    pub async fn registry_event(&self, project_id: i64, event: &str, mut doc: Value) {
+        let run = async {
+            let channels = self.inner.db.channels(project_id).await?;
+            let wanting: Vec<_> = channels
+                .iter()
+                .filter(|c| c.events.split(',').any(|e| e == event))
+                .collect();
+            if wanting.is_empty() {
+                return Ok::<bool, EngineError>(false);
+            }
+            let project = self.project_row(project_id).await?;
+            doc["event"] = json!(event);
+            doc["project"] = json!({"id": project.id, "path": project.path});
+            doc["at"] = json!(now_ms());
+            let id = crate::token::new_token("");
+            let mut queued = false;
+            for c in wanting {
+                let kind = if c.kind == "email" { "email" } else { "chat" };
+                let dedupe_key = format!("notify:{}:registry:{id}", c.id);
+                queued |= self
+                    .inner
+                    .db
+                    .enqueue(&NewOutbox {
+                        project_id,
+                        pipeline_id: None,
+                        job_id: None,
+                        kind: kind.into(),
+                        channel_id: Some(c.id),
+                        group_key: dedupe_key.clone(),
+                        dedupe_key,
+                        payload: doc.to_string(),
+                    })
+                    .await?;
+            }
+            Ok(queued)
+        };
+        match run.await {
+            Ok(true) => self.wake_outbox(),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(project_id, event, "queueing a registry event: {e}"),
+        }
+    }
+
     // ---- the API ---------------------------------------------------------------------------
 
     /// `PUT /api/v1/projects/{project}/forge`.
@@ -419,7 +474,7 @@ impl Engine {
         }
         if let Some(e) = events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
             return Err(bad(format!(
-                "unknown event '{e}': use failed, fixed, succeeded or manual"
+                "unknown event '{e}': use failed, fixed, succeeded, manual, image_pushed, image_pulled, image_deleted or image_promoted"
             )));
         }
         events.dedup();

@@ -499,6 +499,22 @@ async fn http_outcome(sent: reqwest::Result<reqwest::Response>, chat: Option<&st
 pub(super) fn message(doc: &Value) -> (String, String) {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let event = s(&doc["event"]);
+    if let Some(verb) = event.strip_prefix("image_") {
+        let image = match doc["tag"].as_str() {
+            Some(t) => format!("{}:{t}", s(&doc["repository"])),
+            None => format!("{}@{}", s(&doc["repository"]), s(&doc["digest"])),
+        };
+        let mut subject = format!("📦 {}: {image} {verb}", s(&doc["project"]["path"]));
+        let actor = s(&doc["actor"]);
+        if !actor.is_empty() {
+            subject.push_str(&format!(" by {actor}"));
+        }
+        let mut text = format!("Digest: {}\n", s(&doc["digest"]));
+        if let Some(from) = doc["source"].as_str() {
+            text.push_str(&format!("From: {from}\n"));
+        }
+        return (subject, text);
+    }
     let project = s(&doc["project"]["path"]);
     let p = &doc["pipeline"];
     let id = p["id"].as_i64().unwrap_or_default();
@@ -576,8 +592,12 @@ fn chat_body(kind: &str, doc: &Value) -> Value {
                         {"type": "TextBlock", "text": title, "weight": "Bolder", "wrap": true},
                         {"type": "TextBlock", "text": text, "wrap": true}
                     ],
-                    "actions": [{"type": "Action.OpenUrl", "title": "Open the pipeline",
-                                 "url": doc["pipeline"]["url"]}]
+                    "actions": if doc["pipeline"]["url"].is_string() {
+                        json!([{"type": "Action.OpenUrl", "title": "Open the pipeline",
+                                "url": doc["pipeline"]["url"]}])
+                    } else {
+                        json!([])
+                    }
                 }
             }]
         }),

@@ -127,6 +127,22 @@ pub async fn promote(
             serde_json::json!({"digest": done.digest, "source": done.source}).to_string(),
         )
         .await;
+    let (repository, tag) = done
+        .destination
+        .rsplit_once(':')
+        .map_or((done.destination.clone(), None), |(r, t)| {
+            (r.to_string(), Some(t.to_string()))
+        });
+    s.engine
+        .registry_event(
+            to,
+            "image_promoted",
+            serde_json::json!({
+                "repository": repository, "tag": tag, "digest": done.digest,
+                "actor": caller.name(), "source": done.source,
+            }),
+        )
+        .await;
     Ok(Json(ImagePromoted {
         digest: done.digest,
         source: done.source,
