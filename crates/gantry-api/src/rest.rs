@@ -32,7 +32,9 @@ pub struct Page<T> {
 pub struct ProjectCreate {
     /// `group/name` or `name`: what `include:project` and `CI_PROJECT_PATH` use.
     pub path: String,
-    /// A local path, `file://`, `http(s)://` or `ssh://` URL.
+    /// A local path, `file://`, `http(s)://` or `ssh://` URL; empty or absent for a registry
+    /// project that holds images only (no pipelines).
+    #[serde(default)]
     pub git_url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_branch: Option<String>,

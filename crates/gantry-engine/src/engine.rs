@@ -382,6 +382,12 @@ impl Engine {
     // ---- projects -------------------------------------------------------------------------
 
     fn mirror_of(&self, p: &ProjectRow) -> Result<Arc<Mirror>> {
+        if p.git_url.is_empty() {
+            return Err(EngineError::BadRequest(format!(
+                "project {} has no git repository: it holds images only (a registry project), so it runs no pipelines",
+                p.path
+            )));
+        }
         if let Some(m) = self.inner.mirrors.lock().expect("mirrors").get(&p.id) {
             return Ok(m.clone());
         }
@@ -427,8 +433,12 @@ impl Engine {
                 req.path
             )));
         }
-        if req.git_url.trim().is_empty() {
-            return Err(EngineError::BadRequest("git_url is required".into()));
+        // No git URL: a registry project (images only, like Harbor's projects).
+        let registry_only = req.git_url.trim().is_empty();
+        if registry_only && req.poll_interval_secs.is_some() {
+            return Err(EngineError::BadRequest(
+                "poll_interval_secs needs a git_url to poll".into(),
+            ));
         }
         if let Some(secs) = req.poll_interval_secs {
             polling::check_interval(secs)?;
@@ -462,6 +472,13 @@ impl Engine {
             )
             .await?;
         let row = self.project_row(id).await?;
+        if registry_only {
+            let mut project = self.project(id).await?;
+            if made {
+                project.webhook_secret = Some(webhook_secret);
+            }
+            return Ok(project);
+        }
         // First fetch now, so that a wrong URL or password is seen at once.
         let this = self.clone();
         let r = row.clone();

@@ -26,6 +26,8 @@ pub struct AppState {
     pub metrics: Arc<metrics_exporter_prometheus::PrometheusHandle>,
     /// The OCI registry under `/v2/`.
     pub registry: registry::ServerRegistry,
+    /// `gantry registry`: only the registry and the routes that manage it.
+    pub registry_only: bool,
 }
 
 /// Serves the API on `listener` until `shutdown` completes.

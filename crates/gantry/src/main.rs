@@ -35,6 +35,9 @@ enum Command {
     Agent(Box<cmd::agents::AgentCommand>),
     /// Run the server: the API, the store, the scheduler and (by default) an agent.
     Server(Box<cmd::server::Args>),
+    /// Run the OCI registry alone: `/v2/` and the API that manages it (users, tokens,
+    /// projects, members, robot accounts, registry settings, promotion, collection); no CI.
+    Registry(Box<cmd::server::Args>),
     /// Maintain a server's data on its machine: rotate-key.
     #[command(subcommand)]
     Admin(cmd::admin::Command),
@@ -78,6 +81,10 @@ fn main() -> ExitCode {
         Command::Server(a) => {
             gantry_malloc::limit_arenas(MALLOC_ARENAS);
             cmd::server::run(*a)
+        }
+        Command::Registry(a) => {
+            gantry_malloc::limit_arenas(MALLOC_ARENAS);
+            cmd::server::run_registry(*a)
         }
         Command::Admin(c) => cmd::admin::run(c),
         Command::Project(c) => cmd::project::run(c),

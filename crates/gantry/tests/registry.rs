@@ -687,12 +687,21 @@ fn promote_cli(s: &Server, token: &str, src: &str, dst: &str) -> std::process::O
 #[test]
 fn promotion_dev_test_beta_release_keeps_the_digest_and_moves_no_bytes() {
     for db in backends("registry_promote") {
-        let (s, repo) = setup(&db);
+        let (s, _repo) = setup(&db);
         let what = db.name();
         let oci = Oci::new(&s.url);
+        // Registry projects: no git repository, images only (as Harbor's projects).
         for p in ["test", "beta", "release"] {
-            s.project(p, repo.path());
+            s.api()
+                .post("/api/v1/projects", json!({"path": p}))
+                .unwrap_or_else(|e| panic!("{p}: {e}"));
         }
+        let e = s
+            .api()
+            .post("/api/v1/projects/test/pipelines", json!({}))
+            .unwrap_err();
+        assert_eq!(e.status, 400, "{e}");
+        assert!(e.body.to_string().contains("no git repository"), "{e}");
         // Nobody but owners pushes into test, beta and release: images get there by
         // promotion. Testers (developers in test) promote into test; maintainers of beta and
         // release promote there.
@@ -1460,4 +1469,31 @@ fn pushes_pulls_deletes_and_promotions_reach_the_projects_webhooks() {
         text.contains("test: test/app:1.0-test promoted by admin-token") && text.contains(&digest),
         "{text}"
     );
+}
+
+#[test]
+fn gantry_registry_serves_the_registry_alone() {
+    let db = &backends("registry_alone")[0];
+    let mut opts = Options::new(db);
+    opts.local_agent = false;
+    opts.subcommand = "registry";
+    let s = Server::start(opts);
+    s.api()
+        .post("/api/v1/projects", json!({"path": "images"}))
+        .unwrap();
+    user(&s, "alice");
+    member(&s, "images", "alice", "developer");
+    let oci = Oci::new(&s.url);
+    let t = oci.token(
+        Some(("alice", PASSWORD)),
+        &["repository:images/app:pull,push"],
+    );
+    let d = oci.push_image(&t, "images/app", "1.0", &[b"alone"]);
+    let r = oci.call("HEAD", "/v2/images/app/manifests/1.0", Some(&t), &[], b"");
+    assert_eq!(r.header("docker-content-digest"), d);
+    // What manages the registry is there; CI is not.
+    assert!(s.api().get("/api/v1/projects/images/robots").is_ok());
+    for path in ["/api/v1/agents", "/api/v1/projects/images/pipelines"] {
+        assert_eq!(s.api().get(path).unwrap_err().status, 404, "{path}");
+    }
 }

@@ -603,9 +603,11 @@ impl Engine {
         caller: &Caller,
     ) -> Result<rest::Project> {
         let url = req.git_url.trim();
-        let remote = ["http://", "https://", "ssh://", "git://"]
-            .iter()
-            .any(|scheme| url.starts_with(scheme))
+        // An empty URL is a registry project (images only): nothing on the disk to read.
+        let remote = url.is_empty()
+            || ["http://", "https://", "ssh://", "git://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
             || (!url.contains("://") && url.contains('@') && url.contains(':'));
         if !remote && !caller.is_admin() {
             return Err(EngineError::Forbidden(format!(

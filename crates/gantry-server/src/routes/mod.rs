@@ -777,10 +777,33 @@ pub(crate) fn stream_reader(
     axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
-/// The router, from [`ROUTES`].
+/// Whether `gantry registry` (the registry alone) serves a route: accounts, projects and
+/// their members, the registry's settings, robots, promotion and collection, notification
+/// channels (registry events), the audit log; not pipelines, jobs, agents or webhooks.
+pub fn registry_route(route: &Route) -> bool {
+    const PROJECT_PARTS: &[&str] = &["", "members", "registry", "robots", "notifications"];
+    let p = route.path;
+    if let Some(rest) = p.strip_prefix("/api/v1/projects/{project}") {
+        let part = rest.trim_start_matches('/').split('/').next().unwrap_or("");
+        return PROJECT_PARTS.contains(&part);
+    }
+    p == "/healthz"
+        || p == "/metrics"
+        || p == "/api/v1/openapi.json"
+        || p == "/api/v1/projects"
+        || p.starts_with("/api/v1/session")
+        || p.starts_with("/api/v1/user")
+        || p.starts_with("/api/v1/registry/")
+        || p.starts_with("/api/v1/audit-log")
+}
+
+/// The router, from [`ROUTES`] (those of [`registry_route`] for `gantry registry`).
 pub fn router(state: AppState) -> Router {
     let mut by_path: Vec<(&str, MethodRouter<AppState>)> = Vec::new();
-    for route in ROUTES {
+    for route in ROUTES
+        .iter()
+        .filter(|r| !state.registry_only || registry_route(r))
+    {
         let h = handler(route.method, route.path).route_layer(
             axum::middleware::from_fn_with_state(state.clone(), move |st, req, next| {
                 crate::auth::authorize(st, route, req, next)

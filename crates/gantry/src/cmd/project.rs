@@ -20,8 +20,9 @@ pub enum Command {
 pub struct AddArgs {
     /// `group/name` or `name`: what `include:project` and CI_PROJECT_PATH use.
     pub path: String,
-    /// A path on the server, or a file://, http(s):// or ssh:// URL.
-    #[arg(long)]
+    /// A path on the server, or a file://, http(s):// or ssh:// URL; without it, a registry
+    /// project (images only, no pipelines).
+    #[arg(long, default_value = "")]
     pub git_url: String,
     /// The branch pipelines run for when none is named [default: the remote's HEAD].
     #[arg(long)]

@@ -149,10 +149,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(args))
+    rt.block_on(serve(args, false))
 }
 
-async fn serve(args: Args) -> Result<ExitCode> {
+/// `gantry registry`: the same store, accounts and registry, without CI (no agent, no
+/// pipeline, agent or webhook routes).
+pub fn run_registry(mut args: Args) -> Result<ExitCode> {
+    args.no_local_agent = true;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(args, true))
+}
+
+async fn serve(args: Args, registry_only: bool) -> Result<ExitCode> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
@@ -241,6 +252,7 @@ async fn serve(args: Args) -> Result<ExitCode> {
         engine,
         metrics: gantry_server::metrics_handle(),
         registry,
+        registry_only,
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

@@ -73,6 +73,8 @@ pub struct Options {
     /// More arguments and environment variables for `gantry server`.
     pub server_args: Vec<String>,
     pub server_env: Vec<(String, String)>,
+    /// `server`, or `registry` (the registry alone).
+    pub subcommand: &'static str,
 }
 
 impl Options {
@@ -87,6 +89,7 @@ impl Options {
             data_in: None,
             server_args: Vec::new(),
             server_env: Vec::new(),
+            subcommand: "server",
         }
     }
 }
@@ -133,7 +136,7 @@ impl Server {
 
     fn spawn(&mut self, listen: &str) {
         let mut cmd = Command::new(bin());
-        cmd.arg("server")
+        cmd.arg(self.opts.subcommand)
             .arg("--data-dir")
             .arg(self.data.path())
             .args(["--listen", listen])
