@@ -7,7 +7,7 @@
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Code, RegistryError, Result};
 use axum::body::Body;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -33,8 +33,12 @@ pub(crate) struct Uploads {
     open: Mutex<HashMap<String, Slot>>,
 }
 
-/// Bytes handed to the writer thread at a time.
+/// Bytes read from a file at a time.
 const CHUNK: usize = 1 << 20;
+/// Bytes of received frames handed to the writer and the hasher at a time.
+const BATCH: usize = 512 << 10;
+/// Frames shared by the writer and the hasher.
+type Batch = Arc<Vec<Bytes>>;
 
 pub(crate) fn new_id() -> String {
     let mut b = [0u8; 16];
@@ -120,59 +124,91 @@ impl Uploads {
         let _ = fs::remove_file(self.path(id));
     }
 
-    /// Appends a request body to the upload, hashing it on the way.
+    /// Appends a request body to the upload, hashing it on the way. The socket is read on
+    /// the runtime; the frames (not copied: `Bytes` are shared) go in batches to two
+    /// blocking threads, one writing the file and one hashing, so that reading, writing and
+    /// hashing overlap.
     pub async fn append(&self, id: &str, up: &mut Upload, body: Body) -> Result<()> {
         let path = self.path(id);
         let start = up.size;
-        let hasher = up.hasher.take();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let (wtx, mut wrx) = tokio::sync::mpsc::channel::<Batch>(2);
         let writer = tokio::task::spawn_blocking(move || {
-            let mut hasher = hasher;
             let mut written = 0u64;
             let result = (|| {
                 let mut f = OpenOptions::new().append(true).open(&path)?;
-                while let Some(chunk) = rx.blocking_recv() {
-                    f.write_all(&chunk)?;
-                    if let Some(h) = &mut hasher {
-                        h.update(&chunk);
+                while let Some(batch) = wrx.blocking_recv() {
+                    for b in batch.iter() {
+                        f.write_all(b)?;
+                        written += b.len() as u64;
                     }
-                    written += chunk.len() as u64;
                 }
                 Ok(())
             })();
             if result.is_err() {
-                // Part of a chunk may be in the file: cut it back to what was counted.
-                hasher = None;
+                // Part of a frame may be in the file: cut it back to what was counted.
                 if let Ok(f) = OpenOptions::new().write(true).open(&path) {
                     let _ = f.set_len(start + written);
                 }
             }
-            (written, hasher, result)
+            (written, result)
         });
-        let mut stream = body.into_data_stream();
-        let mut buf = BytesMut::new();
-        let mut body_error = None;
-        while let Some(frame) = stream.next().await {
-            match frame {
-                Ok(b) => {
-                    buf.extend_from_slice(&b);
-                    if buf.len() >= CHUNK && tx.send(buf.split().freeze()).await.is_err() {
-                        break; // the writer failed: its error says why
+        let (htx, hasher) = match up.hasher.take() {
+            Some(mut h) => {
+                let (htx, mut hrx) = tokio::sync::mpsc::channel::<Batch>(2);
+                let task = tokio::task::spawn_blocking(move || {
+                    while let Some(batch) = hrx.blocking_recv() {
+                        for b in batch.iter() {
+                            h.update(b);
+                        }
                     }
+                    h
+                });
+                (Some(htx), Some(task))
+            }
+            None => (None, None),
+        };
+        let mut stream = body.into_data_stream();
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batched = 0;
+        let mut body_error = None;
+        let mut writer_failed = false;
+        loop {
+            let frame = stream.next().await;
+            let end = match frame {
+                Some(Ok(b)) => {
+                    batched += b.len();
+                    batch.push(b);
+                    false
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     body_error = Some(e);
-                    break;
+                    true
+                }
+                None => true,
+            };
+            if (batched >= BATCH || end) && !batch.is_empty() {
+                let b: Batch = Arc::new(std::mem::take(&mut batch));
+                batched = 0;
+                if let Some(h) = &htx {
+                    let _ = h.send(b.clone()).await;
+                }
+                if wtx.send(b).await.is_err() {
+                    writer_failed = true;
                 }
             }
+            if end || writer_failed {
+                break; // a writer that failed says why below
+            }
         }
-        if !buf.is_empty() && body_error.is_none() {
-            let _ = tx.send(buf.freeze()).await;
-        }
-        drop(tx);
-        let (written, hasher, result) = writer.await.expect("upload writer");
+        drop((wtx, htx));
+        let (written, result) = writer.await.expect("upload writer");
+        let hasher = match hasher {
+            Some(t) => Some(t.await.expect("upload hasher")),
+            None => None,
+        };
         up.size = start + written;
-        up.hasher = hasher;
+        // The hash covers what was written only when every batch was.
+        up.hasher = if result.is_ok() { hasher } else { None };
         result.map_err(|e| storage_error("writing an upload", e))?;
         if let Some(e) = body_error {
             // What arrived is kept: the client may resume from `Range`.
