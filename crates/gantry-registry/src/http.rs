@@ -600,8 +600,10 @@ fn stream_blob<A: Authority>(reg: &Registry<A>, key: String, start: u64, len: u6
         };
         let mut left = len;
         while left > 0 {
-            let mut buf = vec![0u8; (1 << 20).min(left as usize)];
-            match r.read(&mut buf) {
+            // read_to_end fills spare capacity without zeroing it first.
+            let want = (1u64 << 20).min(left);
+            let mut buf = Vec::with_capacity(want as usize);
+            match (&mut r).take(want).read_to_end(&mut buf) {
                 Ok(0) => {
                     let _ = tx.blocking_send(Err(std::io::Error::other(format!(
                         "blob {key} is shorter than recorded"
@@ -609,13 +611,11 @@ fn stream_blob<A: Authority>(reg: &Registry<A>, key: String, start: u64, len: u6
                     return;
                 }
                 Ok(n) => {
-                    buf.truncate(n);
                     left -= n as u64;
                     if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                         return; // the client went away
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let _ = tx.blocking_send(Err(e));
                     return;
