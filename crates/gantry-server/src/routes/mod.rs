@@ -937,17 +937,16 @@ pub fn openapi() -> Value {
             }
         }
     });
-    if let (Some(all), Value::Object(more)) = (
-        doc["components"]["schemas"].as_object_mut(),
+    for more in [
         schedules::schemas(),
-    ) {
-        all.extend(more);
-    }
-    if let (Some(all), Value::Object(more)) = (
-        doc["components"]["schemas"].as_object_mut(),
         variables::schemas(),
-    ) {
-        all.extend(more);
+        registry::schemas(),
+    ] {
+        if let (Some(all), Value::Object(more)) =
+            (doc["components"]["schemas"].as_object_mut(), more)
+        {
+            all.extend(more);
+        }
     }
     doc
 }

@@ -215,3 +215,30 @@ pub async fn revoke_robot(
     s.engine.revoke_robot(&project, id, &caller.name()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// The OpenAPI schemas of the bodies these routes take.
+pub fn schemas() -> serde_json::Value {
+    let role = serde_json::json!({"type": "string",
+        "enum": ["guest", "reporter", "developer", "maintainer", "owner"]});
+    let globs = serde_json::json!({"type": "array", "items": {"type": "string"}});
+    serde_json::json!({
+        "ImagePromote": {"type": "object", "required": ["source", "destination"],
+            "properties": {
+                "source": {"type": "string", "description": "PROJECT/NAME:TAG or PROJECT/NAME@sha256:…"},
+                "destination": {"type": "string", "description": "PROJECT/NAME:TAG"}}},
+        "RegistryGc": {"type": "object",
+            "properties": {"grace_secs": {"type": "integer", "minimum": 0}}},
+        "RobotCreate": {"type": "object", "required": ["name", "actions"],
+            "properties": {"name": {"type": "string"},
+                "actions": {"type": "array", "items": {"type": "string", "enum": ["pull", "push"]}},
+                "expires_at": {"type": "integer", "description": "ms since the epoch"}}},
+        "RegistrySettings": {"type": "object", "required": ["public", "push_role", "promote_role"],
+            "properties": {"public": {"type": "boolean"}, "push_role": role, "promote_role": role,
+                "policy": {"type": "object", "properties": {
+                    "immutable_tags": globs, "mutable_tags": globs,
+                    "retention": {"type": "array", "items": {"type": "object", "required": ["tags"],
+                        "properties": {"tags": {"type": "string"},
+                            "keep_last": {"type": "integer", "minimum": 0},
+                            "pulled_within_days": {"type": "integer", "minimum": 0}}}}}}}},
+    })
+}
