@@ -17,6 +17,7 @@ mod accounts;
 pub mod outbox;
 mod schedules;
 mod triggers;
+pub mod ui;
 mod variables;
 
 pub use accounts::{AuditEntry, AuditRow, MemberRow, NewUser, SessionRow, TokenRow, UserRow};
@@ -44,6 +45,18 @@ pub enum Backend {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// Every pipeline and job write that changed something, for live views (the web UI's
+    /// server-sent events). Nobody listening costs nothing; a slow listener lags and
+    /// reloads, it never slows a write.
+    changes: tokio::sync::broadcast::Sender<Change>,
+}
+
+/// What a write changed: a pipeline (its status, or a job added to it) or a job (its
+/// status, its outputs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Pipeline(i64),
+    Job(i64),
 }
 
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -82,6 +95,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "variables",
         include_str!("../migrations/sqlite/0007_variables.sql"),
     ),
+    (9, "ui", include_str!("../migrations/sqlite/0009_ui.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -119,6 +133,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "variables",
         include_str!("../migrations/postgres/0007_variables.sql"),
     ),
+    (9, "ui", include_str!("../migrations/postgres/0009_ui.sql")),
 ];
 
 /// The migrations of a backend: (version, description, SQL).
@@ -181,9 +196,30 @@ impl Db {
                 })
             });
         let pool = opts.connect(&url).await?;
-        let db = Db { pool, backend };
+        let db = Db {
+            pool,
+            backend,
+            changes: tokio::sync::broadcast::channel(1024).0,
+        };
         db.migrate().await?;
         Ok(db)
+    }
+
+    /// Listens to [`Change`]s from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self, c: Change) {
+        // No receiver is not an error: nobody watches.
+        let _ = self.changes.send(c);
+    }
+
+    fn changed_if(&self, yes: bool, c: Change) -> bool {
+        if yes {
+            self.changed(c);
+        }
+        yes
     }
 
     pub fn backend(&self) -> Backend {
@@ -528,6 +564,7 @@ impl Db {
             ids.push(insert_job(&mut tx, id, j).await?);
         }
         tx.commit().await?;
+        self.changed(Change::Pipeline(id));
         Ok((id, ids))
     }
 
@@ -554,6 +591,7 @@ impl Db {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        self.changed(Change::Pipeline(id));
         Ok(())
     }
 
@@ -578,7 +616,7 @@ impl Db {
         .bind(status.as_str())
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected() > 0)
+        Ok(self.changed_if(r.rows_affected() > 0, Change::Pipeline(id)))
     }
 
     pub async fn pipeline(&self, id: i64) -> Result<Option<PipelineRow>> {
@@ -666,6 +704,7 @@ impl Db {
         let mut tx = self.pool.begin().await?;
         let id = insert_job(&mut tx, j.pipeline_id, j).await?;
         tx.commit().await?;
+        self.changed(Change::Pipeline(j.pipeline_id));
         Ok(id)
     }
 
@@ -678,6 +717,8 @@ impl Db {
             .await?;
         let id = insert_job(&mut tx, new.pipeline_id, new).await?;
         tx.commit().await?;
+        self.changed(Change::Job(old_id));
+        self.changed(Change::Pipeline(new.pipeline_id));
         Ok(id)
     }
 
@@ -788,7 +829,7 @@ impl Db {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected() > 0)
+        Ok(self.changed_if(r.rows_affected() > 0, Change::Job(id)))
     }
 
     /// `when: delayed`: the job waits until `run_at`.
@@ -800,7 +841,7 @@ impl Db {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected() > 0)
+        Ok(self.changed_if(r.rows_affected() > 0, Change::Job(id)))
     }
 
     /// A manual job is played: it becomes pending, and who played it is kept.
@@ -814,7 +855,7 @@ impl Db {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected() > 0)
+        Ok(self.changed_if(r.rows_affected() > 0, Change::Job(id)))
     }
 
     /// Hands a pending job to an agent.
@@ -836,7 +877,7 @@ impl Db {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected() > 0)
+        Ok(self.changed_if(r.rows_affected() > 0, Change::Job(id)))
     }
 
     /// [`Db::assign_job`] that also returns the job's row as it is now (one round trip on
@@ -861,7 +902,9 @@ impl Db {
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        rows.first().map(JobRow::from_row).transpose()
+        let row = rows.first().map(JobRow::from_row).transpose()?;
+        self.changed_if(row.is_some(), Change::Job(id));
+        Ok(row)
     }
 
     /// A job that never reaches an agent (a trigger job) starts running.
@@ -873,7 +916,7 @@ impl Db {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected() > 0)
+        Ok(self.changed_if(r.rows_affected() > 0, Change::Job(id)))
     }
 
     /// Extends the leases of every running job of an agent.
@@ -914,7 +957,7 @@ impl Db {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected() > 0)
+        Ok(self.changed_if(r.rows_affected() > 0, Change::Job(id)))
     }
 
     /// The final log size and whether artifacts were stored, for a job that is already finished
@@ -926,6 +969,7 @@ impl Db {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.changed(Change::Job(id));
         Ok(())
     }
 
