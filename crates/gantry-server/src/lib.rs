@@ -7,11 +7,13 @@
 //! - [`routes`]: the table and the handlers: REST under `/api/v1` ([`routes::api`]), the
 //!   agent's WebSocket ([`routes::agent_ws`]), logs whole, by range and live over SSE
 //!   ([`routes::logs`]), artifacts, caches and sources ([`routes::files`]), `/metrics`.
-//! - [`auth`]: bearer tokens to callers; [`error`]: errors as JSON with a code.
+//! - [`ui`]: the web UI, server-rendered pages with live parts over SSE, on the same table.
+//! - [`auth`]: bearer tokens and sessions to callers; [`error`]: errors as JSON with a code.
 
 pub mod auth;
 pub mod error;
 pub mod routes;
+pub mod ui;
 
 use gantry_engine::Engine;
 use std::sync::Arc;
