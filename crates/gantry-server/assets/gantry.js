@@ -52,8 +52,9 @@
           paths.push('<path d="M' + x1 + "," + y1 + " C" + mx + "," + y1 + " " + mx + "," + y2 + " " + x2 + "," + y2 + '"/>');
         });
       });
-      svg.setAttribute("width", g.scrollWidth);
-      svg.setAttribute("height", g.scrollHeight);
+      var st = g.querySelector(".stages");
+      svg.setAttribute("width", st ? st.scrollWidth + st.offsetLeft : 0);
+      svg.setAttribute("height", st ? st.scrollHeight + st.offsetTop : 0);
       svg.innerHTML = paths.join("");
     });
   }
@@ -117,7 +118,7 @@
   // The log comes over the API's live stream from an offset: the whole log when it is small,
   // else its last part (CHUNK bytes), with a button for earlier parts; the DOM never holds
   // more than MAX_LINES lines (the oldest go first while it follows a live log).
-  var CHUNK = 1 << 20, MAX_LINES = 50000;
+  var CHUNK = 512 << 10, MAX_LINES = 100000;
   var ERROR_RE = /\b(error|errors|failed|failure|fatal|exception|panicked)\b|ERROR:/i;
   function logViewer() {
     var box = document.getElementById("log");
@@ -267,7 +268,7 @@
       box.querySelectorAll(".l").forEach(function (row) {
         if (row.lastElementChild.textContent.toLowerCase().indexOf(q) >= 0) { row.classList.add("hit"); hits.push(row); }
       });
-      count.textContent = hits.length ? hits.length + " matches" : "no match";
+      count.textContent = hits.length === 1 ? "1 match" : hits.length ? hits.length + " matches" : "no match";
     }
     if (search) {
       search.addEventListener("input", find);

@@ -45,6 +45,10 @@ flaky:
   needs: [build]
   script:
     - 'if [ -f {marker} ]; then echo "second time lucky"; else touch {marker}; echo "ERROR: the first run fails"; exit 1; fi'
+big:
+  stage: test
+  needs: [build]
+  script: ["seq -f 'line %g of the big log' 1 200000"]
 lint:
   stage: test
   needs: [build]
@@ -387,7 +391,7 @@ async fn a_user_runs_watches_retries_plays_and_lints_in_a_browser() {
     );
     // Search.
     ui.fill("#log-search", "step 7").await;
-    ui.wait("#log-count", "a match", |_, t| t.contains("1 matches"))
+    ui.wait("#log-count", "a match", |_, t| t == "1 match")
         .await;
     ui.shot("03-job-log").await;
 
@@ -520,6 +524,53 @@ async fn a_user_runs_watches_retries_plays_and_lints_in_a_browser() {
     ui.shot("12-settings").await;
     ui.go(&format!("/jobs/{build}/artifacts/browse")).await;
     assert!(ui.text("table.list").await.contains("out.txt"));
+
+    // A big log (5 MiB): the page holds its end, and earlier parts on demand.
+    let big = id(&job(&s.get_pipeline(pipeline), "big"));
+    ui.go(&format!("/jobs/{big}")).await;
+    ui.wait("#log-state", "the end of the log", |_, t| {
+        t.contains("success")
+    })
+    .await;
+    let rows = |ui: &Ui| {
+        let c = ui.c.clone();
+        async move {
+            c.execute(
+                "return document.querySelectorAll('#log .l').length;",
+                vec![],
+            )
+            .await
+            .unwrap()
+            .as_u64()
+            .unwrap()
+        }
+    };
+    let shown = rows(&ui).await;
+    assert!(
+        (10_000..40_000).contains(&shown),
+        "{shown} lines in the page"
+    );
+    let log = ui.text("#log").await;
+    assert!(
+        log.contains("line 200000 of the big log"),
+        "the end is shown"
+    );
+    assert!(!log.contains("line 1 of the big log\n"), "the start is not");
+    assert!(
+        ui.c.find(Locator::Css("#log-earlier"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    );
+    ui.shot("17-big-log").await;
+    ui.click("#log-earlier button").await;
+    let deadline = Instant::now() + T;
+    while rows(&ui).await < shown + 10_000 {
+        assert!(Instant::now() < deadline, "earlier output did not load");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // At phone width.
     ui.c.set_window_size(390, 844).await.unwrap();
