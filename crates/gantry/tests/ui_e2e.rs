@@ -38,8 +38,12 @@ build:
     - printf '\033[0Ksection_end:%s:compile\r\033[0K\n' "$(date +%s)"
     - printf '\033[32mbuild ok\033[0m\n'
     - echo built > out.txt
+    - mkdir -p reports
+    - echo '<testsuite name="unit"><testcase classname="app.parser" name="reads yaml" time="0.02"/><testcase classname="app.parser" name="rejects tabs" time="0.01"><failure message="expected an error"/></testcase><testcase classname="app.io" name="needs network"><skipped/></testcase></testsuite>' > reports/unit.xml
   artifacts:
     paths: [out.txt]
+    reports:
+      junit: [reports/*.xml]
 flaky:
   stage: test
   needs: [build]
@@ -524,6 +528,22 @@ async fn a_user_runs_watches_retries_plays_and_lints_in_a_browser() {
     ui.shot("12-settings").await;
     ui.go(&format!("/jobs/{build}/artifacts/browse")).await;
     assert!(ui.text("table.list").await.contains("out.txt"));
+    ui.go(&format!("/jobs/{build}")).await;
+    ui.click(&format!("a[href='/jobs/{build}/tests']")).await;
+    ui.on("the tests", |p| p.ends_with("/tests")).await;
+    let summary = ui.text("#tests-summary").await;
+    assert!(
+        summary.contains("3 tests")
+            && summary.contains("1 failed")
+            && summary.contains("1 skipped"),
+        "{summary}"
+    );
+    let first = ui.text("table.list tbody tr").await;
+    assert!(
+        first.contains("rejects tabs") && first.contains("expected an error"),
+        "failures first: {first}"
+    );
+    ui.shot("18-junit").await;
 
     // A big log (5 MiB): the page holds its end, and earlier parts on demand.
     let big = id(&job(&s.get_pipeline(pipeline), "big"));

@@ -28,6 +28,8 @@ pub struct HeadTpl {
     pub pipeline_id: i64,
     pub facts: Vec<(&'static str, String)>,
     pub artifacts: bool,
+    /// It has `artifacts:reports:junit`.
+    pub junit: bool,
     pub environment: Option<String>,
     pub csrf: String,
     pub can_play: bool,
@@ -104,6 +106,7 @@ async fn head(s: &AppState, id: i64, act: bool, csrf: &str) -> Result<HeadTpl, E
         pipeline_id: j.pipeline_id,
         facts,
         artifacts: j.has_artifacts,
+        junit: !super::tests::junit_paths(&j.definition).is_empty(),
         environment: def.environment.map(|e| e.name),
         csrf: csrf.to_string(),
         can_play: act && j.status == JobStatus::Manual,
