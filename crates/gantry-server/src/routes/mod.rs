@@ -958,7 +958,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/jobs/{id}/stream") => get(crate::ui::live::job_stream),
         ("GET", "/jobs/{id}/artifacts/browse") => get(crate::ui::jobs::artifacts),
         ("GET", "/jobs/{id}/artifacts/file") => get(crate::ui::jobs::artifact_file),
-        ("GET", "/jobs/{id}/tests") => get(crate::ui::tests::page),
+        ("GET", "/jobs/{id}/tests") => get(crate::ui::junit::page),
         ("POST", "/jobs/{id}/retry") => post(crate::ui::jobs::retry),
         ("POST", "/jobs/{id}/cancel") => post(crate::ui::jobs::cancel),
         ("GET", "/jobs/{id}/play") => get(crate::ui::jobs::play_page),

@@ -106,7 +106,7 @@ async fn head(s: &AppState, id: i64, act: bool, csrf: &str) -> Result<HeadTpl, E
         pipeline_id: j.pipeline_id,
         facts,
         artifacts: j.has_artifacts,
-        junit: !super::tests::junit_paths(&j.definition).is_empty(),
+        junit: !super::junit::junit_paths(&j.definition).is_empty(),
         environment: def.environment.map(|e| e.name),
         csrf: csrf.to_string(),
         can_play: act && j.status == JobStatus::Manual,

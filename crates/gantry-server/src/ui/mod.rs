@@ -14,7 +14,7 @@
 //!   pipeline graph (live), and the pipeline actions.
 //! - [`jobs`]: the job page (live log, metadata, artifacts), the job actions, the manual
 //!   job's confirmation.
-//! - [`tests`]: a job's JUnit results, from its artifacts.
+//! - [`junit`]: a job's JUnit results, from its artifacts.
 //! - [`lint`]: the lint page (diagnostics at their lines, the planned graph).
 //! - [`admin`]: agents and the audit log; [`settings`]: a project's settings.
 //!
@@ -24,13 +24,13 @@
 
 pub mod admin;
 pub mod jobs;
+pub mod junit;
 pub mod lint;
 pub mod live;
 pub mod pipelines;
 pub mod projects;
 pub mod session;
 pub mod settings;
-pub mod tests;
 
 use crate::AppState;
 use crate::error::HttpError;
