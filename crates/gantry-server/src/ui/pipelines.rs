@@ -15,8 +15,8 @@ use axum::response::IntoResponse;
 use gantry_api::rest::{KeyValue, PipelineCreate};
 use gantry_api::{JobStatus, PipelineStatus, Role};
 use gantry_pipeline::trigger::Source;
-use gantry_store::db::ui::PipelineFilter;
-use gantry_store::db::{JobRow, PageReq, PipelineRow};
+use gantry_store::db::ui::{GraphJob, PipelineFilter};
+use gantry_store::db::{PageReq, PipelineRow};
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -323,6 +323,66 @@ pub fn slim(def: &str) -> SlimDef {
     serde_json::from_str(def).unwrap_or_default()
 }
 
+/// What the graph reads of a job's definition.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub manual: bool,
+    pub child: bool,
+    /// Comma-separated names of the jobs it needs.
+    pub needs: String,
+}
+
+/// Definitions never change once stored (a retry is a new job), so what the graph reads of
+/// them is kept here by job id: a live graph rendered again after each change reads only
+/// its new jobs' definitions. Bounded: emptied when full.
+static FACTS: std::sync::LazyLock<std::sync::Mutex<HashMap<i64, Facts>>> =
+    std::sync::LazyLock::new(Default::default);
+const FACTS_KEPT: usize = 100_000;
+
+async fn facts(s: &AppState, ids: &[i64]) -> Result<HashMap<i64, Facts>, Error> {
+    let mut out = HashMap::with_capacity(ids.len());
+    let missing: Vec<i64> = {
+        let cache = FACTS.lock().unwrap_or_else(|p| p.into_inner());
+        ids.iter()
+            .copied()
+            .filter(|id| match cache.get(id) {
+                Some(f) => {
+                    out.insert(*id, f.clone());
+                    false
+                }
+                None => true,
+            })
+            .collect()
+    };
+    let mut fresh = Vec::with_capacity(missing.len());
+    for chunk in missing.chunks(500) {
+        for (id, def) in s.engine.db().job_definitions(chunk).await? {
+            let d = slim(&def);
+            let f = Facts {
+                manual: d.when == "manual",
+                child: d.child.is_some(),
+                needs: d
+                    .needs
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|n| n.job)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            };
+            fresh.push((id, f));
+        }
+    }
+    let mut cache = FACTS.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() + fresh.len() > FACTS_KEPT {
+        cache.clear();
+    }
+    for (id, f) in fresh {
+        cache.insert(id, f.clone());
+        out.insert(id, f);
+    }
+    Ok(out)
+}
+
 #[derive(Debug)]
 pub struct JobBox {
     pub id: i64,
@@ -391,14 +451,15 @@ pub struct Rendered {
 }
 
 /// Renders a pipeline's head and graph: three queries (the pipeline, its jobs, its
-/// children), whatever the number of jobs.
+/// children), whatever the number of jobs, and a fourth for the definitions of jobs not
+/// seen before.
 pub async fn render(s: &AppState, id: i64, act: bool, csrf: &str) -> Result<Rendered, Error> {
     let db = s.engine.db();
     let row = db
         .pipeline(id)
         .await?
         .ok_or_else(|| HttpError::not_found(format!("pipeline {id} not found")))?;
-    let jobs = db.jobs_of_pipeline(id).await?;
+    let jobs = db.graph_jobs(id).await?;
     let children = db.child_pipelines(id).await?;
     let view = pipeline_view(&row);
     let parent = match row.parent_job_id {
@@ -409,17 +470,19 @@ pub async fn render(s: &AppState, id: i64, act: bool, csrf: &str) -> Result<Rend
     for j in &jobs {
         *attempts.entry(j.name.as_str()).or_default() += 1;
     }
-    let mut current: Vec<&JobRow> = jobs.iter().filter(|j| !j.retried).collect();
+    let mut current: Vec<&GraphJob> = jobs.iter().filter(|j| !j.retried).collect();
     current.sort_by_key(|j| (j.stage_index, j.position, j.id));
+    let ids: Vec<i64> = current.iter().map(|j| j.id).collect();
+    let known = facts(s, &ids).await?;
     let mut stages: Vec<StageView> = Vec::new();
     let mut names: HashMap<i64, String> = HashMap::new();
     for j in &current {
-        let def = slim(&j.definition);
+        let def = known.get(&j.id).cloned().unwrap_or_default();
         names.insert(j.id, j.name.clone());
         let status = j.status.as_str();
         let mut tip = status.to_string();
-        if let Some(r) = j.failure_reason {
-            tip.push_str(&format!(" ({})", r.as_str()));
+        if let Some(r) = &j.failure_reason {
+            tip.push_str(&format!(" ({r})"));
         }
         let b = JobBox {
             id: j.id,
@@ -427,18 +490,12 @@ pub async fn render(s: &AppState, id: i64, act: bool, csrf: &str) -> Result<Rend
             status,
             icon: icon(status),
             duration: ran(j.started_at, j.finished_at),
-            manual: def.when == "manual",
+            manual: def.manual,
             allow_failure: j.allow_failure,
             retries: attempts.get(j.name.as_str()).copied().unwrap_or(1) - 1,
-            needs: def
-                .needs
-                .unwrap_or_default()
-                .into_iter()
-                .map(|n| n.job)
-                .collect::<Vec<_>>()
-                .join(","),
+            needs: def.needs,
             can_play: act && j.status == JobStatus::Manual,
-            can_retry: act && j.status.is_finished() && def.child.is_none(),
+            can_retry: act && j.status.is_finished() && !def.child,
             can_cancel: act && (j.status.is_active() || j.status == JobStatus::Manual),
             tip,
         };

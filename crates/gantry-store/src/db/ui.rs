@@ -5,6 +5,7 @@
 
 use super::{AGENT_COLS, AgentRow, Db, PIPELINE_COLS, PageReq, PipelineRow};
 use crate::Result;
+use gantry_api::JobStatus;
 use sqlx::{AssertSqlSafe, Row};
 
 /// The filters of a project's pipelines list; `None` matches everything.
@@ -15,7 +16,77 @@ pub struct PipelineFilter {
     pub source: Option<String>,
 }
 
+/// A job as the pipeline graph shows it: what [`JobRow`](super::JobRow) has, without what
+/// the graph does not read (tags, tokens, leases, dotenv, outputs).
+#[derive(Debug, Clone)]
+pub struct GraphJob {
+    pub id: i64,
+    pub name: String,
+    pub stage: String,
+    pub stage_index: i64,
+    pub position: i64,
+    pub status: JobStatus,
+    pub retried: bool,
+    pub allow_failure: bool,
+    pub failure_reason: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
 impl Db {
+    /// Every job of a pipeline (every attempt) for its graph, in one query; not their
+    /// definitions, which never change once stored: see [`Db::job_definitions`].
+    pub async fn graph_jobs(&self, pipeline_id: i64) -> Result<Vec<GraphJob>> {
+        let rows = sqlx::query(
+            "SELECT id, name, stage, stage_index, position, status, retried, \
+             allow_failure, failure_reason, started_at, finished_at \
+             FROM jobs WHERE pipeline_id = $1 ORDER BY id",
+        )
+        .bind(pipeline_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get(5)?;
+                Ok(GraphJob {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    stage: r.try_get(2)?,
+                    stage_index: r.try_get(3)?,
+                    position: r.try_get(4)?,
+                    status: status.parse().map_err(crate::StoreError::Conflict)?,
+                    retried: r.try_get::<i64, _>(6)? != 0,
+                    allow_failure: r.try_get::<i64, _>(7)? != 0,
+                    failure_reason: r.try_get(8)?,
+                    started_at: r.try_get(9)?,
+                    finished_at: r.try_get(10)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The definitions (JSON) of these jobs, in one query: (id, definition).
+    pub async fn job_definitions(&self, ids: &[i64]) -> Result<Vec<(i64, String)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Ids are integers we hold, never user text.
+        let list = ids
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT id, definition FROM jobs WHERE id IN ({list})"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
+            .collect())
+    }
+
     /// For each of `projects`, the newest pipeline (not a child) of its default branch.
     pub async fn last_default_branch_pipelines(
         &self,
