@@ -607,6 +607,18 @@ async fn changes_are_broadcast_and_the_ui_lists_are_one_query_each() {
             vec![c, a]
         );
         assert_eq!(ids_of(db.child_pipelines(a).await.unwrap()), vec![c]);
+        // The graph's jobs, and their definitions apart.
+        let g = db.graph_jobs(a).await.unwrap();
+        assert_eq!(
+            g.iter()
+                .map(|j| (j.id, j.name.as_str(), j.status))
+                .collect::<Vec<_>>(),
+            vec![(ids[0], "build", JobStatus::Canceled)]
+        );
+        assert_eq!(
+            db.job_definitions(&ids).await.unwrap(),
+            vec![(ids[0], "{}".to_string())]
+        );
         db.close().await;
     }
 }
