@@ -106,6 +106,15 @@ pub async fn authorize(
     let page = matches!(route.access, Access::Page(_));
     let (method, uri) = (req.method().clone(), req.uri().clone());
     match check(&s, route, req).await {
+        Ok(req) if page => {
+            // A page that failed is rendered again with its header (who is signed in).
+            let caller = req.extensions().get::<Caller>().cloned();
+            let resp = next.run(req).await;
+            match (resp.extensions().get::<crate::ui::Failed>(), caller) {
+                (Some(f), Some(c)) => crate::ui::error_page(f.0.clone(), crate::ui::Chrome::of(&c)),
+                _ => resp,
+            }
+        }
         Ok(req) => next.run(req).await,
         Err(e) if page => crate::ui::refusal(e, &method, &uri),
         Err(e) => e.into_response(),

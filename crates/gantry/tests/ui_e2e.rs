@@ -49,6 +49,12 @@ flaky:
   needs: [build]
   script:
     - 'if [ -f {marker} ]; then echo "second time lucky"; else touch {marker}; echo "ERROR: the first run fails"; exit 1; fi'
+child:
+  stage: test
+  needs: [build]
+  trigger:
+    include: child.yml
+    strategy: depend
 big:
   stage: test
   needs: [build]
@@ -284,7 +290,10 @@ async fn a_user_runs_watches_retries_plays_and_lints_in_a_browser() {
     };
     let marker_dir = tempfile::tempdir().unwrap();
     let marker = marker_dir.path().join("flaky-ran").display().to_string();
-    let repo = Project::with_files(&[(".gantry.yml", &pipeline(&marker))]);
+    let repo = Project::with_files(&[
+        (".gantry.yml", &pipeline(&marker)),
+        ("child.yml", "child-job:\n  script: [echo from the child]\n"),
+    ]);
     let s = Server::start(Options::new(&Backend::Sqlite));
     let project = s.project("team/app", repo.path());
     make_user(&s, "dev", false);
@@ -409,6 +418,11 @@ async fn a_user_runs_watches_retries_plays_and_lints_in_a_browser() {
         c.contains("s-skipped")
     })
     .await;
+    // The child pipeline, downstream of its trigger job, with its state.
+    ui.wait(".downstream li.job", "the child pipeline", |_, t| {
+        t.contains("success") && t.contains("from child")
+    })
+    .await;
     ui.shot("04-pipeline-failed").await;
     // The failed job's page: jump to the first error.
     ui.go(&format!("/jobs/{flaky}")).await;
@@ -516,9 +530,48 @@ async fn a_user_runs_watches_retries_plays_and_lints_in_a_browser() {
     );
     ui.shot("08-lint-plan").await;
 
-    // The other main pages.
+    // The pipelines list, live: a new pipeline is announced, a listed one changes state.
     ui.go(&format!("/projects/{project}/pipelines")).await;
     assert!(ui.text(&format!("#p-{pipeline}")).await.contains("dev"));
+    ui.mark().await;
+    let second = id(&s.pipeline(project, "main"));
+    let deadline = Instant::now() + T;
+    while !ui
+        .c
+        .find(Locator::Id("new-pipelines"))
+        .await
+        .unwrap()
+        .is_displayed()
+        .await
+        .unwrap()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the new pipeline was not announced"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(ui.same_page().await, "announced without a reload");
+    ui.click("#new-pipelines a").await;
+    ui.wait(
+        &format!("#p-{second}"),
+        "the new pipeline listed",
+        |_, _| true,
+    )
+    .await;
+    let before = ui.text(&format!("#p-{second}")).await;
+    assert!(
+        !before.contains("success"),
+        "still running when listed: {before}"
+    );
+    ui.mark().await;
+    ui.wait(
+        &format!("#p-{second}"),
+        "the new pipeline passes",
+        |_, t| t.contains("success"),
+    )
+    .await;
+    assert!(ui.same_page().await, "the row changed without a reload");
     ui.shot("09-pipelines").await;
     ui.go("/").await;
     ui.shot("10-projects").await;

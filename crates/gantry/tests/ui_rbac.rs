@@ -255,6 +255,13 @@ fn pages_and_forms_respect_sign_in_roles_and_csrf() {
         );
         assert_eq!(st, 403, "{name}: another session's token");
         assert!(manual(), "{name}: nothing played without the token");
+        // A page that fails still says who is signed in.
+        let (st, _, page) = get(&s, &format!("/jobs/{deploy}/artifacts/browse"), Some(&dev));
+        assert_eq!(st, 404, "{name}: {page}");
+        assert!(
+            page.contains("class=\"user\"") && page.contains("dev"),
+            "{name}: {page}"
+        );
         let (st, _, page) = get(&s, &format!("/jobs/{deploy}/play"), Some(&dev));
         assert_eq!(st, 200);
         assert!(

@@ -186,9 +186,16 @@ struct ErrorPage<'a> {
     message: &'a str,
 }
 
+/// Marks the response of a page that failed, so that the auth layer renders it again with
+/// the caller's header.
+#[derive(Debug, Clone)]
+pub struct Failed(pub HttpError);
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        error_page(self.0, Chrome::anonymous())
+        let mut resp = error_page(self.0.clone(), Chrome::anonymous());
+        resp.extensions_mut().insert(Failed(self.0));
+        resp
     }
 }
 
