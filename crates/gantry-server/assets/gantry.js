@@ -49,7 +49,7 @@
           var x2 = b.left - base.left + g.scrollLeft, y2 = b.top + b.height / 2 - base.top + g.scrollTop;
           if (x2 <= x1) return;
           var mx = (x1 + x2) / 2;
-          paths.push('<path d="M' + x1 + "," + y1 + " C" + mx + "," + y1 + " " + mx + "," + y2 + " " + x2 + "," + y2 + '"/>');
+          paths.push('<path' + (to.classList.contains("child") ? ' class="down"' : "") + ' d="M' + x1 + "," + y1 + " C" + mx + "," + y1 + " " + mx + "," + y2 + " " + x2 + "," + y2 + '"/>');
         });
       });
       var st = g.querySelector(".stages");

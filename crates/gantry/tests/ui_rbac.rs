@@ -306,6 +306,43 @@ fn pages_and_forms_respect_sign_in_roles_and_csrf() {
         assert!(page.contains("API_TOKEN"), "{name}");
         assert!(!page.contains("s3cret-value-1234"), "{name}");
 
+        // Schedules and trigger tokens: made, shown (a token once), removed.
+        let settings = format!("/projects/{project}/settings");
+        let (st, _, page) = post(
+            &s,
+            &format!("{settings}/schedules"),
+            Some(&maya),
+            &[
+                ("_csrf", &maya_csrf),
+                ("description", "nightly build"),
+                ("cron", "0 3 * * *"),
+                ("time_zone", "Europe/Paris"),
+            ],
+        );
+        assert_eq!(st, 303, "{name}: {page}");
+        let (_, _, page) = get(&s, &settings, Some(&maya));
+        assert!(
+            page.contains("nightly build") && page.contains("Europe/Paris"),
+            "{name}"
+        );
+        let (st, _, page) = post(
+            &s,
+            &format!("{settings}/triggers"),
+            Some(&maya),
+            &[("_csrf", &maya_csrf), ("description", "release repo")],
+        );
+        assert_eq!(st, 200, "{name}: {page}");
+        let token = page
+            .split("shown this once: <code>")
+            .nth(1)
+            .and_then(|r| r.split('<').next())
+            .expect("the new token is shown")
+            .to_string();
+        assert!(token.len() > 20, "{name}: {token}");
+        let (_, _, page) = get(&s, &settings, Some(&maya));
+        assert!(page.contains("release repo"), "{name}");
+        assert!(!page.contains(&token), "{name}: a token is shown once only");
+
         // Signing out ends the session: its pages send to the sign-in page again.
         let (st, to, _) = post(&s, "/logout", Some(&maya), &[("_csrf", &maya_csrf)]);
         assert_eq!((st, to.as_str()), (303, "/login"), "{name}");

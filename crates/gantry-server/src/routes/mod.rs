@@ -750,6 +750,41 @@ pub const ROUTES: &[Route] = &[
         None,
     ),
     r(
+        "POST",
+        "/projects/{project}/settings/schedules",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: add a cron schedule",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/settings/schedules/delete",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: delete a schedule",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/settings/schedules/play",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: run a schedule now",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/settings/triggers",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: make a trigger token (shown once)",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/settings/triggers/delete",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: revoke a trigger token",
+        None,
+    ),
+    r(
         "GET",
         "/pipelines/{id}",
         Page(PageAccess::Project(Role::Reporter)),
@@ -949,6 +984,19 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         }
         ("POST", "/projects/{project}/settings/variables/delete") => {
             post(crate::ui::settings::delete_variable)
+        }
+        ("POST", "/projects/{project}/settings/schedules") => {
+            post(crate::ui::settings::add_schedule)
+        }
+        ("POST", "/projects/{project}/settings/schedules/delete") => {
+            post(crate::ui::settings::delete_schedule)
+        }
+        ("POST", "/projects/{project}/settings/schedules/play") => {
+            post(crate::ui::settings::play_schedule)
+        }
+        ("POST", "/projects/{project}/settings/triggers") => post(crate::ui::settings::add_trigger),
+        ("POST", "/projects/{project}/settings/triggers/delete") => {
+            post(crate::ui::settings::delete_trigger)
         }
         ("GET", "/pipelines/{id}") => get(crate::ui::pipelines::show),
         ("GET", "/pipelines/{id}/stream") => get(crate::ui::live::pipeline_stream),

@@ -1,7 +1,7 @@
-//! A project's settings, for maintainers: members and their roles (given and taken here),
-//! CI/CD variables (added and deleted here; values are write-only and never shown),
-//! schedules, recent webhook deliveries, notification channels and trigger tokens (shown;
-//! changed through the API).
+//! A project's settings, for maintainers: members and their roles, CI/CD variables (values
+//! write-only, never shown), schedules (added, run now, deleted), trigger tokens (made —
+//! shown once — and revoked), all changed here; recent webhook deliveries and notification
+//! channels shown (changed through the API).
 
 use super::{Chrome, PageResult, Viewer, html, see_other, when, when_opt};
 use crate::AppState;
@@ -10,8 +10,8 @@ use axum::Form;
 use axum::extract::{Path, State};
 use gantry_api::Role;
 use gantry_api::rest::{
-    Member, MemberSet, Notification, Schedule, TriggerToken, Variable, VariableWrite,
-    WebhookDelivery,
+    Member, MemberSet, Notification, Schedule, ScheduleCreate, TriggerToken, TriggerTokenCreate,
+    Variable, VariableWrite, WebhookDelivery,
 };
 use gantry_store::db::PageReq;
 use serde::Deserialize;
@@ -29,10 +29,16 @@ struct SettingsPage {
     deliveries: Vec<(WebhookDelivery, String)>,
     notifications: Vec<Notification>,
     triggers: Vec<(TriggerToken, String)>,
+    /// A trigger token just made: shown this once.
+    new_token: Option<String>,
 }
 
 pub async fn page(State(s): State<AppState>, v: Viewer, Path(key): Path<String>) -> PageResult {
-    let id = s.engine.find_project(&key).await?;
+    render(&s, v, &key, None).await
+}
+
+async fn render(s: &AppState, v: Viewer, key: &str, new_token: Option<String>) -> PageResult {
+    let id = s.engine.find_project(key).await?;
     let k = id.to_string();
     let project = s.engine.project(id).await?;
     let e = &s.engine;
@@ -75,6 +81,7 @@ pub async fn page(State(s): State<AppState>, v: Viewer, Path(key): Path<String>)
                 (t, used)
             })
             .collect(),
+        new_token,
     }))
 }
 
@@ -196,4 +203,105 @@ pub async fn delete_variable(
         )
         .await?;
     Ok(see_other(&format!("/projects/{id}/settings#variables")))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ScheduleForm {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    cron: String,
+    #[serde(default)]
+    time_zone: String,
+    #[serde(default, rename = "ref")]
+    git_ref: String,
+}
+
+pub async fn add_schedule(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    Form(f): Form<ScheduleForm>,
+) -> PageResult {
+    let id = s.engine.find_project(&key).await?;
+    let some = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_string());
+    s.engine
+        .create_schedule(
+            &id.to_string(),
+            ScheduleCreate {
+                description: f.description.trim().to_string(),
+                cron: f.cron.trim().to_string(),
+                time_zone: some(&f.time_zone),
+                git_ref: some(&f.git_ref),
+                variables: Vec::new(),
+                active: Some(true),
+            },
+        )
+        .await?;
+    Ok(see_other(&format!("/projects/{id}/settings#schedules")))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IdForm {
+    #[serde(default)]
+    id: i64,
+}
+
+pub async fn delete_schedule(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    Form(f): Form<IdForm>,
+) -> PageResult {
+    let id = s.engine.find_project(&key).await?;
+    s.engine.delete_schedule(&id.to_string(), f.id).await?;
+    Ok(see_other(&format!("/projects/{id}/settings#schedules")))
+}
+
+pub async fn play_schedule(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    Form(f): Form<IdForm>,
+) -> PageResult {
+    let id = s.engine.find_project(&key).await?;
+    let p = s.engine.play_schedule(&id.to_string(), f.id).await?;
+    Ok(see_other(&format!("/pipelines/{}", p.id)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TriggerForm {
+    #[serde(default)]
+    description: String,
+}
+
+/// Makes a trigger token and shows it, this once, on the settings page.
+pub async fn add_trigger(
+    State(s): State<AppState>,
+    v: Viewer,
+    Path(key): Path<String>,
+    Form(f): Form<TriggerForm>,
+) -> PageResult {
+    let id = s.engine.find_project(&key).await?;
+    let t = s
+        .engine
+        .create_trigger_token(
+            &id.to_string(),
+            TriggerTokenCreate {
+                description: f.description,
+            },
+            &v.caller,
+        )
+        .await?;
+    render(&s, v, &id.to_string(), t.token).await
+}
+
+pub async fn delete_trigger(
+    State(s): State<AppState>,
+    v: Viewer,
+    Path(key): Path<String>,
+    Form(f): Form<IdForm>,
+) -> PageResult {
+    let id = s.engine.find_project(&key).await?;
+    s.engine
+        .delete_trigger_token(&id.to_string(), f.id, &v.caller)
+        .await?;
+    Ok(see_other(&format!("/projects/{id}/settings#triggers")))
 }
