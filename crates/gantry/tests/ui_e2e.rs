@@ -203,13 +203,21 @@ impl Ui {
     }
 
     async fn text(&self, css: &str) -> String {
-        self.c
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .text()
-            .await
-            .unwrap()
+        for attempt in 0.. {
+            let el = self
+                .c
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            match el.text().await {
+                Ok(t) => return t,
+                Err(e) if attempt < 20 && e.to_string().contains("stale") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("text of {css}: {e}"),
+            }
+        }
+        unreachable!()
     }
 
     /// Waits until the element `css` exists and `ok` accepts its class and text; the page is
@@ -234,14 +242,23 @@ impl Ui {
         }
     }
 
+    /// Clicks `css`; live parts replace elements, so a reference that went stale between
+    /// finding and clicking is found again.
     async fn click(&self, css: &str) {
-        self.c
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .click()
-            .await
-            .unwrap();
+        for attempt in 0.. {
+            let el = self
+                .c
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            match el.click().await {
+                Ok(()) => return,
+                Err(e) if attempt < 20 && e.to_string().contains("stale") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
     }
 
     async fn fill(&self, css: &str, text: &str) {
