@@ -160,6 +160,13 @@ fn pages_and_forms_respect_sign_in_roles_and_csrf() {
         let (st, to, _) = post(&s, &format!("/jobs/{deploy}/play"), None, &[]);
         assert_eq!((st, to.as_str()), (303, "/login?next=%2F"), "{name}");
         assert!(manual(), "{name}: a signed-out visitor played nothing");
+        // The links of commit statuses and notifications (GitLab's shape) lead to the page.
+        let (st, to, _) = get(&s, &format!("/team/app/-/pipelines/{pipeline}"), None);
+        assert_eq!(
+            (st, to.as_str()),
+            (308, format!("/pipelines/{pipeline}").as_str()),
+            "{name}"
+        );
         let (st, _, page) = get(&s, "/login?next=%2Fpipelines%2F1", None);
         assert_eq!(st, 200);
         assert!(page.contains("value=\"/pipelines/1\""), "{name}: {page}");

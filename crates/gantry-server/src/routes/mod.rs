@@ -1066,10 +1066,17 @@ pub fn router(state: AppState) -> Router {
         router = router.route(path, mr);
     }
     router
-        .fallback(|| async {
-            crate::error::HttpError::not_found(
-                "no such endpoint: see GET /api/v1/openapi.json for the API",
-            )
+        .fallback(|uri: axum::http::Uri| async move {
+            use axum::response::IntoResponse;
+            // The links commit statuses and notifications carry, GitLab's way
+            // (`/PROJECT/-/pipelines/ID`), lead to the UI's page, which checks access.
+            match crate::ui::gitlab_link(uri.path()) {
+                Some(to) => axum::response::Redirect::permanent(&to).into_response(),
+                None => crate::error::HttpError::not_found(
+                    "no such endpoint: see GET /api/v1/openapi.json for the API",
+                )
+                .into_response(),
+            }
         })
         .with_state(state)
 }

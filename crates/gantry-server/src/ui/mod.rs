@@ -270,6 +270,22 @@ pub fn form_field(body: &[u8], name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// A GitLab-style link to a pipeline or a job (`/group/app/-/pipelines/7`, `/app/-/jobs/9`):
+/// the UI's page for it.
+pub fn gitlab_link(path: &str) -> Option<String> {
+    let (project, rest) = path.split_once("/-/")?;
+    if project.len() < 2 {
+        return None;
+    }
+    let (kind, id) = rest.trim_end_matches('/').split_once('/')?;
+    let id: i64 = id.parse().ok()?;
+    match kind {
+        "pipelines" => Some(format!("/pipelines/{id}")),
+        "jobs" => Some(format!("/jobs/{id}")),
+        _ => None,
+    }
+}
+
 // ---- how things look -----------------------------------------------------------------------
 
 /// The glyph of a state (with the state's name as text beside it, never alone).
@@ -399,6 +415,17 @@ mod tests {
         assert_eq!(duration(12_000), "12s");
         assert_eq!(duration(187_000), "3m 07s");
         assert_eq!(duration(3_720_000), "1h 02m");
+    }
+
+    #[test]
+    fn gitlab_links_lead_to_pages() {
+        assert_eq!(
+            gitlab_link("/team/app/-/pipelines/7").as_deref(),
+            Some("/pipelines/7")
+        );
+        assert_eq!(gitlab_link("/app/-/jobs/9/").as_deref(), Some("/jobs/9"));
+        assert_eq!(gitlab_link("/app/-/pipelines/x"), None);
+        assert_eq!(gitlab_link("/api/v1/nothing"), None);
     }
 
     #[test]
