@@ -34,7 +34,7 @@ build:
   stage: build
   script:
     - printf '\033[0Ksection_start:%s:compile[collapsed=false]\r\033[0KCompiling the app\n' "$(date +%s)"
-    - for i in 1 2 3 4 5 6 7 8 9 10; do echo "building step $i"; sleep 0.6; done
+    - for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo "building step $i"; sleep 0.7; done
     - printf '\033[0Ksection_end:%s:compile\r\033[0K\n' "$(date +%s)"
     - printf '\033[32mbuild ok\033[0m\n'
     - echo built > out.txt
