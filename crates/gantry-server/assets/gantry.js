@@ -129,11 +129,9 @@
     var follow = document.getElementById("log-follow");
     var stateEl = document.getElementById("log-state");
     var earlier = document.getElementById("log-earlier");
-    var start = from;
     if (from > 0 && earlier) {
       earlier.hidden = false;
-      earlier.querySelector("span").textContent = "The first " + mib(from) + " of " + mib(size) +
-        " are not shown (line numbers count from the first line shown).";
+      earlier.querySelector("span").textContent = "The first " + mib(from) + " of " + mib(size) + " are not shown.";
       earlier.querySelector("button").addEventListener("click", function () { loadEarlier(); });
     }
     function mib(n) { return (n / 1048576).toFixed(1) + " MiB"; }
@@ -173,7 +171,8 @@
             break;
           }
         }
-        if (raw.trim()) top.appendChild(row); else st.line -= 1;
+        // An empty end marker is not shown; its line keeps its number.
+        if (raw.trim()) top.appendChild(row);
       } else {
         top.appendChild(row);
       }
@@ -185,7 +184,16 @@
       var all = st.partial + text;
       var parts = all.split("\n");
       st.partial = parts.pop();
-      if (st.skipFirst && parts.length) { parts.shift(); st.skipFirst = false; }
+      if (st.skipFirst && parts.length) {
+        // The view starts at the first whole line after `from`: ask how many lines come
+        // before it, and number the lines shown from there.
+        var first = from + new TextEncoder().encode(parts.shift()).length + 1;
+        st.skipFirst = false;
+        st.firstByte = first;
+        fetch("/jobs/" + job + "/log/lines?offset=" + first)
+          .then(function (r) { return r.ok ? r.json() : null; })
+          .then(function (d) { if (d) number(d.lines); });
+      }
       parts.forEach(addLine);
       while (st.count > MAX_LINES && box.firstElementChild) {
         st.count -= box.firstElementChild.querySelectorAll(".l").length || 1;
@@ -193,6 +201,20 @@
         if (earlier) { earlier.hidden = false; earlier.querySelector("span").textContent = "Earlier lines were dropped from the page to keep it fast: download the raw log to see them."; earlier.querySelector("button").hidden = true; }
       }
       if (follow && follow.checked && (at || box.dataset.live === "1")) box.scrollTop = box.scrollHeight;
+    }
+
+    // Lines shown so far were numbered from 1: `before` lines come before them.
+    function number(before) {
+      box.querySelectorAll(".l").forEach(function (row) {
+        var a = row.firstElementChild, r = +a.textContent;
+        if (!r) return;
+        var n = before + r;
+        row.id = "L" + n;
+        a.outerHTML = '<a class="n" href="#L' + n + '">' + n + "</a>";
+      });
+      st.line += before;
+      st.first = before + 1;
+      st.exact = true;
     }
 
     function finish(status) {
@@ -212,33 +234,36 @@
       es.addEventListener("error", function () { if (es.readyState === 2) stateEl.textContent = "The log stream closed."; });
     }
 
+    // Loads the CHUNK bytes before the first line shown, whole lines only, numbered back
+    // from it.
     function loadEarlier() {
-      var to = start, fromB = Math.max(0, start - CHUNK);
+      var to = st.firstByte, fromB = Math.max(0, to - CHUNK);
+      if (to <= 0) return;
       fetch("/api/v1/jobs/" + job + "/log", { headers: { Range: "bytes=" + fromB + "-" + (to - 1) } })
-        .then(function (r) { return r.text(); })
-        .then(function (text) {
+        .then(function (r) { return r.arrayBuffer(); })
+        .then(function (buf) {
+          var bytes = new Uint8Array(buf), cut = 0;
+          if (fromB > 0) cut = bytes.indexOf(10) + 1; // a partial line: the next load's
+          var text = new TextDecoder().decode(bytes.subarray(cut));
           var lines = text.split("\n");
-          lines.pop(); // the part of the line that the view already starts with… or nothing
-          if (fromB > 0) lines.shift();
+          lines.pop(); // after the newline that ends the chunk
           var frag = document.createDocumentFragment(), a = new Ansi();
+          var n = st.first ? st.first - lines.length : 0;
           lines.forEach(function (l) {
             var row = document.createElement("div");
             row.className = "l";
-            row.innerHTML = '<span class="n"></span><span class="t">' + a.html(l.replace(/\r$/, "").replace(/.*\r/, "")) + "</span>";
+            var num = '<span class="n"></span>';
+            if (n) { row.id = "L" + n; num = '<a class="n" href="#L' + n + '">' + n + "</a>"; n += 1; }
+            row.innerHTML = num + '<span class="t">' + a.html(l.replace(/\r$/, "").replace(/.*\r/, "")) + "</span>";
             frag.appendChild(row);
           });
+          if (st.first) st.first -= lines.length;
           box.insertBefore(frag, box.firstChild);
-          start = fromB;
-          if (fromB === 0) {
+          st.firstByte = fromB + cut;
+          if (st.firstByte === 0) {
             earlier.hidden = true;
-            var n = 0;
-            box.querySelectorAll(".l").forEach(function (row) {
-              n += 1; row.id = "L" + n;
-              row.firstElementChild.outerHTML = '<a class="n" href="#L' + n + '">' + n + "</a>";
-            });
-            st.exact = true;
           } else {
-            earlier.querySelector("span").textContent = "The first " + mib(fromB) + " of " + mib(size) + " are not shown.";
+            earlier.querySelector("span").textContent = "The first " + mib(st.firstByte) + " of " + mib(size) + " are not shown.";
           }
         });
     }

@@ -654,6 +654,36 @@ async fn a_user_runs_watches_retries_plays_and_lints_in_a_browser() {
             .await
             .unwrap()
     );
+    // Its lines carry their true numbers (the server counts the lines before the part shown).
+    let raw = s.log(big);
+    let last_line = raw
+        .lines()
+        .position(|l| l == "line 200000 of the big log")
+        .unwrap() as u64
+        + 1;
+    let header = last_line - 200_000;
+    let number_of = |text: &'static str| {
+        let c = ui.c.clone();
+        async move {
+            c.execute(
+                "const r = [...document.querySelectorAll('#log .l')].find(r => r.lastElementChild.textContent === arguments[0]); \
+                 return r && r.id.startsWith('L') ? +r.firstElementChild.textContent : 0;",
+                vec![json!(text)],
+            )
+            .await
+            .unwrap()
+            .as_u64()
+            .unwrap()
+        }
+    };
+    let deadline = Instant::now() + T;
+    while number_of("line 200000 of the big log").await != last_line {
+        assert!(
+            Instant::now() < deadline,
+            "the last line is not numbered {last_line}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     ui.shot("17-big-log").await;
     ui.click("#log-earlier button").await;
     let deadline = Instant::now() + T;
@@ -661,6 +691,30 @@ async fn a_user_runs_watches_retries_plays_and_lints_in_a_browser() {
         assert!(Instant::now() < deadline, "earlier output did not load");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The earlier part is numbered back from there, with no line lost between.
+    let (first_n, first_text) = {
+        let v = ui
+            .c
+            .execute(
+                "const r = document.querySelector('#log .l'); return [+r.firstElementChild.textContent, r.lastElementChild.textContent];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        (v[0].as_u64().unwrap(), v[1].as_str().unwrap().to_string())
+    };
+    let k: u64 = first_text
+        .strip_prefix("line ")
+        .and_then(|r| r.strip_suffix(" of the big log"))
+        .unwrap_or_else(|| panic!("{first_text}"))
+        .parse()
+        .unwrap();
+    assert_eq!(first_n, k + header, "{first_text}");
+    assert_eq!(
+        rows(&ui).await,
+        raw.lines().count() as u64 - first_n + 1,
+        "no line lost"
+    );
 
     // At phone width.
     ui.c.set_window_size(390, 844).await.unwrap();

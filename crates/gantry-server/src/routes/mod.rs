@@ -835,6 +835,13 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         "GET",
+        "/jobs/{id}/log/lines",
+        Page(PageAccess::Project(Role::Reporter)),
+        "Web UI: how many lines the job's log has before a byte offset (line numbers of a large log's end)",
+        None,
+    ),
+    r(
+        "GET",
         "/jobs/{id}/tests",
         Page(PageAccess::Project(Role::Reporter)),
         "Web UI: the job's JUnit results (artifacts:reports:junit)",
@@ -1007,6 +1014,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/jobs/{id}/artifacts/browse") => get(crate::ui::jobs::artifacts),
         ("GET", "/jobs/{id}/artifacts/file") => get(crate::ui::jobs::artifact_file),
         ("GET", "/jobs/{id}/tests") => get(crate::ui::junit::page),
+        ("GET", "/jobs/{id}/log/lines") => get(crate::ui::jobs::lines_before),
         ("POST", "/jobs/{id}/retry") => post(crate::ui::jobs::retry),
         ("POST", "/jobs/{id}/cancel") => post(crate::ui::jobs::cancel),
         ("GET", "/jobs/{id}/play") => get(crate::ui::jobs::play_page),

@@ -361,3 +361,44 @@ pub async fn artifact_file(
     )
         .into_response())
 }
+
+// ---- line numbers of a large log -------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub struct LinesQuery {
+    offset: u64,
+}
+
+/// How many lines a job's log has before byte `offset`: the log viewer, which shows the end
+/// of a large log, numbers its lines with it. Read on a blocking thread, a piece at a time
+/// (memory stays bounded; a 100 MiB log is read once).
+pub async fn lines_before(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<LinesQuery>,
+) -> PageResult {
+    s.engine.job_row(id).await?;
+    let offset = q.offset.min(s.engine.log_len(id));
+    let logs = s.engine.logs().clone();
+    let lines = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let mut r = logs
+            .read(id, 0, Some(offset))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            let got = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            n += buf[..got].iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+        Ok(n)
+    })
+    .await
+    .map_err(|e| HttpError::bad_request(e.to_string()))?
+    .map_err(|e| HttpError::bad_request(format!("the log: {e}")))?;
+    Ok(axum::Json(serde_json::json!({"offset": offset, "lines": lines})).into_response())
+}
