@@ -23,6 +23,7 @@
 //! changes are also conditional in the database.
 
 pub mod accounts;
+pub mod lint;
 mod notify;
 mod outbox;
 mod polling;

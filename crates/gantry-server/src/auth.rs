@@ -103,11 +103,26 @@ pub async fn authorize(
     req: Request,
     next: Next,
 ) -> Response {
+    let page = matches!(route.access, Access::Page(_));
+    let (method, uri) = (req.method().clone(), req.uri().clone());
     match check(&s, route, req).await {
+        Ok(req) if page => {
+            // A page that failed is rendered again with its header (who is signed in).
+            let caller = req.extensions().get::<Caller>().cloned();
+            let resp = next.run(req).await;
+            match (resp.extensions().get::<crate::ui::Failed>(), caller) {
+                (Some(f), Some(c)) => crate::ui::error_page(f.0.clone(), crate::ui::Chrome::of(&c)),
+                _ => resp,
+            }
+        }
         Ok(req) => next.run(req).await,
+        Err(e) if page => crate::ui::refusal(e, &method, &uri),
         Err(e) => e.into_response(),
     }
 }
+
+/// The largest form a page takes (the lint page's pipeline file is the largest).
+pub const FORM_LIMIT: usize = 4 << 20;
 
 async fn check(s: &AppState, route: &Route, req: Request) -> Result<Request, HttpError> {
     use Access::*;
@@ -119,7 +134,12 @@ async fn check(s: &AppState, route: &Route, req: Request) -> Result<Request, Htt
         // the agent's own token on its WebSocket), in their handlers.
         return Ok(req);
     }
-    let (mut parts, body) = req.into_parts();
+    let page = matches!(route.access, Page(_));
+    let access = match route.access {
+        Page(p) => p.api(),
+        a => a,
+    };
+    let (mut parts, mut body) = req.into_parts();
     let caller = caller_of(&parts, s)
         .await?
         .ok_or_else(HttpError::unauthorized)?;
@@ -141,12 +161,21 @@ async fn check(s: &AppState, route: &Route, req: Request) -> Result<Request, Htt
                 }
             }
             (None, Some(csrf)) if !reading => {
-                let sent = parts
+                let mut sent = parts
                     .headers
                     .get("x-csrf-token")
                     .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                if !constant_time_eq(sent, csrf) {
+                    .unwrap_or("")
+                    .to_string();
+                // A page's form carries it in its `_csrf` field.
+                if sent.is_empty() && page {
+                    let bytes = axum::body::to_bytes(body, FORM_LIMIT)
+                        .await
+                        .map_err(|_| HttpError::bad_request("the form is too large"))?;
+                    sent = crate::ui::form_field(&bytes, "_csrf").unwrap_or_default();
+                    body = axum::body::Body::from(bytes);
+                }
+                if !constant_time_eq(&sent, csrf) {
                     return Err(HttpError::forbidden(
                         "a change made with a session must send its CSRF token in the \
                          X-CSRF-Token header (reload the page)",
@@ -156,7 +185,7 @@ async fn check(s: &AppState, route: &Route, req: Request) -> Result<Request, Htt
             _ => {}
         }
     }
-    match route.access {
+    match access {
         Admin if !caller.is_admin() => {
             return Err(HttpError::forbidden(
                 "this endpoint is for instance administrators",
@@ -240,16 +269,17 @@ async fn project_of(
     let id: i64 = get("id")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| HttpError::bad_request("the id in the path is not a number"))?;
-    let (found, what) = if route.path.starts_with("/api/v1/pipelines/") {
-        (
-            s.engine.project_of_pipeline(id).await,
-            format!("pipeline {id}"),
-        )
-    } else if route.path.starts_with("/api/v1/jobs/") {
-        (s.engine.project_of_job(id).await, format!("job {id}"))
-    } else {
-        unreachable!("a project route names its project: {}", route.path)
-    };
+    let (found, what) =
+        if route.path.starts_with("/api/v1/pipelines/") || route.path.starts_with("/pipelines/") {
+            (
+                s.engine.project_of_pipeline(id).await,
+                format!("pipeline {id}"),
+            )
+        } else if route.path.starts_with("/api/v1/jobs/") || route.path.starts_with("/jobs/") {
+            (s.engine.project_of_job(id).await, format!("job {id}"))
+        } else {
+            unreachable!("a project route names its project: {}", route.path)
+        };
     match found {
         Ok(p) => Ok((p, what)),
         Err(_) => Err(not_yours(&what)),

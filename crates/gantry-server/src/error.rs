@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use gantry_api::rest::ApiError;
 use gantry_engine::EngineError;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HttpError {
     pub status: StatusCode,
     pub code: String,

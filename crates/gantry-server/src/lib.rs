@@ -7,7 +7,8 @@
 //! - [`routes`]: the table and the handlers: REST under `/api/v1` ([`routes::api`]), the
 //!   agent's WebSocket ([`routes::agent_ws`]), logs whole, by range and live over SSE
 //!   ([`routes::logs`]), artifacts, caches and sources ([`routes::files`]), `/metrics`.
-//! - [`auth`]: bearer tokens to callers; [`error`]: errors as JSON with a code.
+//! - [`ui`]: the web UI, server-rendered pages with live parts over SSE, on the same table.
+//! - [`auth`]: bearer tokens and sessions to callers; [`error`]: errors as JSON with a code.
 //! - [`registry`]: the OCI registry (`gantry_registry`) under `/v2/`, beside the table, with
 //!   the engine's accounts as its authority.
 
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod error;
 pub mod registry;
 pub mod routes;
+pub mod ui;
 
 use gantry_engine::Engine;
 use std::sync::Arc;

@@ -18,6 +18,7 @@ pub mod outbox;
 mod registry;
 mod schedules;
 mod triggers;
+pub mod ui;
 mod variables;
 
 pub use accounts::{AuditEntry, AuditRow, MemberRow, NewUser, SessionRow, TokenRow, UserRow};
@@ -48,6 +49,18 @@ pub enum Backend {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// Every pipeline and job write that changed something, for live views (the web UI's
+    /// server-sent events). Nobody listening costs nothing; a slow listener lags and
+    /// reloads, it never slows a write.
+    changes: tokio::sync::broadcast::Sender<Change>,
+}
+
+/// What a write changed: a pipeline (its status, or a job added to it) or a job (its
+/// status, its outputs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Pipeline(i64),
+    Job(i64),
 }
 
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -91,6 +104,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "registry",
         include_str!("../migrations/sqlite/0008_registry.sql"),
     ),
+    (9, "ui", include_str!("../migrations/sqlite/0009_ui.sql")),
     (
         10,
         "robots",
@@ -143,6 +157,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "registry",
         include_str!("../migrations/postgres/0008_registry.sql"),
     ),
+    (9, "ui", include_str!("../migrations/postgres/0009_ui.sql")),
     (
         10,
         "robots",
@@ -215,9 +230,30 @@ impl Db {
                 })
             });
         let pool = opts.connect(&url).await?;
-        let db = Db { pool, backend };
+        let db = Db {
+            pool,
+            backend,
+            changes: tokio::sync::broadcast::channel(1024).0,
+        };
         db.migrate().await?;
         Ok(db)
+    }
+
+    /// Listens to [`Change`]s from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self, c: Change) {
+        // No receiver is not an error: nobody watches.
+        let _ = self.changes.send(c);
+    }
+
+    fn changed_if(&self, yes: bool, c: Change) -> bool {
+        if yes {
+            self.changed(c);
+        }
+        yes
     }
 
     pub fn backend(&self) -> Backend {
@@ -574,6 +610,7 @@ impl Db {
             ids.push(insert_job(&mut tx, id, j).await?);
         }
         tx.commit().await?;
+        self.changed(Change::Pipeline(id));
         Ok((id, ids))
     }
 
@@ -600,6 +637,7 @@ impl Db {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        self.changed(Change::Pipeline(id));
         Ok(())
     }
 
@@ -624,7 +662,7 @@ impl Db {
         .bind(status.as_str())
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected() > 0)
+        Ok(self.changed_if(r.rows_affected() > 0, Change::Pipeline(id)))
     }
 
     pub async fn pipeline(&self, id: i64) -> Result<Option<PipelineRow>> {
@@ -712,6 +750,7 @@ impl Db {
         let mut tx = self.pool.begin().await?;
         let id = insert_job(&mut tx, j.pipeline_id, j).await?;
         tx.commit().await?;
+        self.changed(Change::Pipeline(j.pipeline_id));
         Ok(id)
     }
 
@@ -724,6 +763,8 @@ impl Db {
             .await?;
         let id = insert_job(&mut tx, new.pipeline_id, new).await?;
         tx.commit().await?;
+        self.changed(Change::Job(old_id));
+        self.changed(Change::Pipeline(new.pipeline_id));
         Ok(id)
     }
 
@@ -834,7 +875,7 @@ impl Db {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected() > 0)
+        Ok(self.changed_if(r.rows_affected() > 0, Change::Job(id)))
     }
 
     /// `when: delayed`: the job waits until `run_at`.
@@ -846,7 +887,7 @@ impl Db {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected() > 0)
+        Ok(self.changed_if(r.rows_affected() > 0, Change::Job(id)))
     }
 
     /// A manual job is played: it becomes pending, and who played it is kept.
@@ -860,7 +901,7 @@ impl Db {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected() > 0)
+        Ok(self.changed_if(r.rows_affected() > 0, Change::Job(id)))
     }
 
     /// Hands a pending job to an agent.
@@ -882,7 +923,7 @@ impl Db {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected() > 0)
+        Ok(self.changed_if(r.rows_affected() > 0, Change::Job(id)))
     }
 
     /// [`Db::assign_job`] that also returns the job's row as it is now (one round trip on
@@ -907,7 +948,9 @@ impl Db {
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        rows.first().map(JobRow::from_row).transpose()
+        let row = rows.first().map(JobRow::from_row).transpose()?;
+        self.changed_if(row.is_some(), Change::Job(id));
+        Ok(row)
     }
 
     /// A job that never reaches an agent (a trigger job) starts running.
@@ -919,7 +962,7 @@ impl Db {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected() > 0)
+        Ok(self.changed_if(r.rows_affected() > 0, Change::Job(id)))
     }
 
     /// Extends the leases of every running job of an agent.
@@ -960,7 +1003,7 @@ impl Db {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        Ok(r.rows_affected() > 0)
+        Ok(self.changed_if(r.rows_affected() > 0, Change::Job(id)))
     }
 
     /// The final log size and whether artifacts were stored, for a job that is already finished
@@ -972,6 +1015,7 @@ impl Db {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.changed(Change::Job(id));
         Ok(())
     }
 

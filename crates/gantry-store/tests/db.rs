@@ -56,7 +56,7 @@ fn job(pipeline_id: i64, project_id: i64, name: &str, status: JobStatus) -> NewJ
 }
 
 #[tokio::test]
-async fn migrations_declare_the_same_tables_and_columns() {
+async fn migrations_declare_the_same_tables_columns_and_indexes() {
     fn shape(sql: &str) -> BTreeMap<String, Vec<String>> {
         let mut out = BTreeMap::new();
         let mut current: Option<String> = None;
@@ -72,6 +72,13 @@ async fn migrations_declare_the_same_tables_and_columns() {
                         .or_insert_with(Vec::new)
                         .push(col.to_string());
                 }
+            } else if let Some(rest) = line
+                .strip_prefix("CREATE INDEX ")
+                .or_else(|| line.strip_prefix("CREATE UNIQUE INDEX "))
+            {
+                // An index: its name, table and columns.
+                let name = rest.split_whitespace().next().unwrap_or_default();
+                out.insert(format!("index {name}"), vec![rest.to_string()]);
             } else if line.starts_with(')') {
                 current = None;
             } else if let Some(t) = &current
@@ -521,6 +528,105 @@ async fn reseal_all_moves_every_value_to_the_current_key_and_seals_plaintext() {
         );
         let row_a = db.project(a).await.unwrap().unwrap();
         assert!(row_a.credentials.unwrap().starts_with("gsec1:k2:"));
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn changes_are_broadcast_and_the_ui_lists_are_one_query_each() {
+    use gantry_store::db::Change;
+    use gantry_store::db::ui::PipelineFilter;
+    for (db, _dir) in backends("ui_lists").await {
+        let p = db.insert_project(&project("g/ui")).await.unwrap();
+        let mut rx = db.subscribe();
+        let (a, ids) = db
+            .create_pipeline(
+                &pipeline(p, "main"),
+                &[job(0, p, "build", JobStatus::Pending)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rx.recv().await.unwrap(), Change::Pipeline(a));
+        assert!(
+            db.transition(ids[0], &[JobStatus::Pending], JobStatus::Canceled)
+                .await
+                .unwrap()
+        );
+        assert_eq!(rx.recv().await.unwrap(), Change::Job(ids[0]));
+        // A transition that did not happen says nothing.
+        assert!(
+            !db.transition(ids[0], &[JobStatus::Pending], JobStatus::Failed)
+                .await
+                .unwrap()
+        );
+        db.set_pipeline_status(a, PipelineStatus::Canceled)
+            .await
+            .unwrap();
+        assert_eq!(rx.recv().await.unwrap(), Change::Pipeline(a));
+
+        let mut child = pipeline(p, "main");
+        child.parent_job_id = Some(ids[0]);
+        child.source = "parent_pipeline".into();
+        let (c, _) = db.create_pipeline(&child, &[]).await.unwrap();
+        let (b, _) = db
+            .create_pipeline(&pipeline(p, "feature"), &[])
+            .await
+            .unwrap();
+        let (d, _) = db.create_pipeline(&pipeline(p, "main"), &[]).await.unwrap();
+        db.set_pipeline_status(d, PipelineStatus::Failed)
+            .await
+            .unwrap();
+
+        // The default branch's newest pipeline, children left out.
+        let last = db.last_default_branch_pipelines(&[p]).await.unwrap();
+        assert_eq!(last.iter().map(|r| r.id).collect::<Vec<_>>(), vec![d]);
+        // Each ref's newest.
+        let heads = db.ref_heads(p, 10).await.unwrap();
+        assert_eq!(heads.iter().map(|r| r.id).collect::<Vec<_>>(), vec![d, b]);
+        // Filters.
+        let all = PageReq::new(Some(1), Some(10));
+        let ids_of = |rows: Vec<gantry_store::db::PipelineRow>| {
+            rows.iter().map(|r| r.id).collect::<Vec<_>>()
+        };
+        let f = PipelineFilter {
+            git_ref: Some("main".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids_of(db.pipelines_filtered(p, &f, all).await.unwrap()),
+            vec![d, c, a]
+        );
+        let f = PipelineFilter {
+            git_ref: Some("main".into()),
+            status: Some("failed".into()),
+            source: Some("api".into()),
+        };
+        assert_eq!(
+            ids_of(db.pipelines_filtered(p, &f, all).await.unwrap()),
+            vec![d]
+        );
+        let page2 = PageReq::new(Some(2), Some(2));
+        assert_eq!(
+            ids_of(
+                db.pipelines_filtered(p, &PipelineFilter::default(), page2)
+                    .await
+                    .unwrap()
+            ),
+            vec![c, a]
+        );
+        assert_eq!(ids_of(db.child_pipelines(a).await.unwrap()), vec![c]);
+        // The graph's jobs, and their definitions apart.
+        let g = db.graph_jobs(a).await.unwrap();
+        assert_eq!(
+            g.iter()
+                .map(|j| (j.id, j.name.as_str(), j.status))
+                .collect::<Vec<_>>(),
+            vec![(ids[0], "build", JobStatus::Canceled)]
+        );
+        assert_eq!(
+            db.job_definitions(&ids).await.unwrap(),
+            vec![(ids[0], "{}".to_string())]
+        );
         db.close().await;
     }
 }

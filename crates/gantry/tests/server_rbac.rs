@@ -4,6 +4,10 @@
 //! administrator's token) and must be refused or let through exactly as its declared access
 //! says. A new endpoint is in the table, so it is in this test. On SQLite and PostgreSQL.
 //!
+//! Pages of the web UI (`Access::Page`) are in the table too: a signed-out visitor is
+//! redirected to the sign-in page instead of a 401, and refusals are pages (ui_rbac.rs tests
+//! what only a browser does: forms and their CSRF field).
+//!
 //! Then what the table cannot say: sessions and their CSRF token, token scopes, sign-in
 //! limits, the audit log.
 
@@ -12,7 +16,7 @@ mod common;
 use common::Project;
 use common::server::{Options, Server, backends, id, job};
 use gantry_api::Role;
-use gantry_server::routes::{Access, ROUTES, Route};
+use gantry_server::routes::{Access, PageAccess, ROUTES, Route};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,6 +46,7 @@ fn call(s: &Server, method: &str, path: &str, cred: &Cred, body: Option<&Value>)
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
+        .max_redirects(0)
         .build()
         .into();
     let url = format!("{}{path}", s.url);
@@ -64,6 +69,15 @@ fn call(s: &Server, method: &str, path: &str, cred: &Cred, body: Option<&Value>)
     }
     .expect("the server answers");
     let status = resp.status().as_u16();
+    // A page's redirect (to the sign-in page, or after a form).
+    if (300..400).contains(&status) {
+        let to = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        return (status, Value::String(format!("redirect:{to}")));
+    }
     // Server-sent events never end: only their first bytes matter here.
     let text = if path.ends_with("/stream") && status < 300 {
         String::new()
@@ -166,6 +180,9 @@ struct Who {
 /// Whether `who` may call a route of `access` (None: the route authenticates by what the
 /// request carries, checked apart).
 fn may(access: Access, who: &Who) -> Option<bool> {
+    if let Access::Page(p) = access {
+        return may(p.api(), who);
+    }
     if who.anonymous {
         return match access {
             Access::Public => Some(true),
@@ -184,6 +201,7 @@ fn may(access: Access, who: &Who) -> Option<bool> {
         Access::Registration | Access::Webhook | Access::TriggerToken | Access::Agent => {
             return None;
         }
+        Access::Page(_) => unreachable!("pages are checked as their API access"),
     })
 }
 
@@ -192,9 +210,16 @@ fn refused(status: u16, body: &Value) -> bool {
     status == 401
         || status == 403
         || (status == 404
-            && body["message"]
+            && (body["message"]
                 .as_str()
-                .is_some_and(|m| m.contains("not a member")))
+                .is_some_and(|m| m.contains("not a member"))
+                || body
+                    .as_str()
+                    .is_some_and(|page| page.contains("not a member"))))
+        || (status == 303
+            && body
+                .as_str()
+                .is_some_and(|to| to.starts_with("redirect:/login?next=")))
 }
 
 struct Fixture {
@@ -244,7 +269,7 @@ impl Fixture {
             );
             path = path.replace("{username}", &name);
         }
-        let id = if path.starts_with("/api/v1/jobs/") {
+        let id = if path.starts_with("/api/v1/jobs/") || path.starts_with("/jobs/") {
             self.job
         } else {
             self.pipeline
@@ -253,6 +278,7 @@ impl Fixture {
             .replace("{id}", &id.to_string())
             .replace("{key}", "k")
             .replace("{forge}", "gitlab")
+            .replace("{file}", "gantry.css")
             .replace("{*project}", "team%2Fapp")
     }
 }
@@ -385,15 +411,20 @@ fn every_endpoint_lets_each_role_do_exactly_what_the_route_table_says() {
                         assert!(!refused(st, &got), "{what}: refused with {st}: {got}");
                     } else {
                         assert!(refused(st, &got), "{what}: let through with {st}: {got}");
-                        if w.anonymous {
+                        let page = matches!(route.access, Access::Page(_));
+                        if w.anonymous && page {
+                            assert_eq!(st, 303, "{what}: to the sign-in page: {got}");
+                        } else if w.anonymous {
                             assert_eq!(st, 401, "{what}: {got}");
                         }
-                        if w.name == "expired" {
+                        if w.name == "expired" && !page {
                             let m = got["message"].as_str().unwrap_or_default();
                             assert!(m.contains("expired"), "{what}: {got}");
                         }
-                        if matches!(route.access, Access::Project(_))
-                            && w.role.is_none()
+                        if matches!(
+                            route.access,
+                            Access::Project(_) | Access::Page(PageAccess::Project(_))
+                        ) && w.role.is_none()
                             && !w.anonymous
                         {
                             assert_eq!(st, 404, "{what}: non-members learn nothing");

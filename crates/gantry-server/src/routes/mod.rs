@@ -54,6 +54,31 @@ pub enum Access {
     /// A trigger token of the project, carried in the request (`token` in the JSON body, the
     /// form or the query string), not in a header.
     TriggerToken,
+    /// A page of the web UI (HTML), checked as its [`PageAccess`] says, with a browser's
+    /// answers: a signed-out visitor is redirected to `/login?next=…`, a refusal is a page
+    /// (404 for non-members, as the API), and a form may carry the session's CSRF token in
+    /// its `_csrf` field instead of the `X-CSRF-Token` header.
+    Page(PageAccess),
+}
+
+/// Who may see a page of the web UI: as [`Access::Signed`], [`Access::Admin`],
+/// [`Access::Project`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageAccess {
+    Signed,
+    Admin,
+    Project(Role),
+}
+
+impl PageAccess {
+    /// The API access it is checked as.
+    pub fn api(self) -> Access {
+        match self {
+            PageAccess::Signed => Signed,
+            PageAccess::Admin => Admin,
+            PageAccess::Project(r) => Project(r),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +89,14 @@ pub struct Route {
     pub summary: &'static str,
     /// The JSON body it takes, by `gantry_api::rest` type name.
     pub body: Option<&'static str>,
+}
+
+impl Route {
+    /// A route of the web UI (a page, its form or stream, the sign-in page, the assets): in
+    /// the table (the router, the access checks) but not in the API's OpenAPI document.
+    pub fn is_ui(&self) -> bool {
+        !self.path.starts_with("/api/") && !matches!(self.path, "/healthz" | "/metrics")
+    }
 }
 
 const fn r(
@@ -648,6 +681,267 @@ pub const ROUTES: &[Route] = &[
         "The agent's WebSocket: jobs pushed, logs and results back",
         None,
     ),
+    // ---- the web UI (HTML pages, crate::ui) ----
+    r("GET", "/login", Public, "Web UI: the sign-in page", None),
+    r(
+        "POST",
+        "/login",
+        Public,
+        "Web UI: sign in with the form (user name, password): the session cookie, then the page asked for",
+        None,
+    ),
+    r(
+        "GET",
+        "/static/{file}",
+        Public,
+        "Web UI: the stylesheet and the script (content-hashed URLs, cached for a year)",
+        None,
+    ),
+    r(
+        "POST",
+        "/logout",
+        Page(PageAccess::Signed),
+        "Web UI: sign out",
+        None,
+    ),
+    r(
+        "GET",
+        "/",
+        Page(PageAccess::Signed),
+        "Web UI: the projects one is a member of, with their default branch's last pipeline",
+        None,
+    ),
+    r(
+        "GET",
+        "/agents",
+        Page(PageAccess::Admin),
+        "Web UI: agents, online or not, their tags, executor, jobs and last contact",
+        None,
+    ),
+    r(
+        "GET",
+        "/admin/audit",
+        Page(PageAccess::Admin),
+        "Web UI: the audit log",
+        None,
+    ),
+    r(
+        "GET",
+        "/projects/{project}",
+        Page(PageAccess::Project(Role::Guest)),
+        "Web UI: a project, its refs and their last pipelines",
+        None,
+    ),
+    r(
+        "GET",
+        "/projects/{project}/pipelines",
+        Page(PageAccess::Project(Role::Reporter)),
+        "Web UI: a project's pipelines, filtered by ref, status and source, live",
+        None,
+    ),
+    r(
+        "GET",
+        "/projects/{project}/pipelines/stream",
+        Page(PageAccess::Project(Role::Reporter)),
+        "Web UI: the pipelines list's live changes (server-sent events)",
+        None,
+    ),
+    r(
+        "GET",
+        "/projects/{project}/pipelines/new",
+        Page(PageAccess::Project(Role::Developer)),
+        "Web UI: the form to run a pipeline for a ref with variables",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/pipelines",
+        Page(PageAccess::Project(Role::Developer)),
+        "Web UI: run a pipeline (source web)",
+        None,
+    ),
+    r(
+        "GET",
+        "/projects/{project}/lint",
+        Page(PageAccess::Project(Role::Developer)),
+        "Web UI: the lint page",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/lint",
+        Page(PageAccess::Project(Role::Developer)),
+        "Web UI: lint a pipeline file for a ref and a source: diagnostics at their lines, the planned graph",
+        None,
+    ),
+    r(
+        "GET",
+        "/projects/{project}/settings",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: a project's settings: members, variables, schedules, webhooks, notifications, trigger tokens",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/settings/members",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: give a user a role in the project",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/settings/members/remove",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: take a user's role away",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/settings/variables",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: add a CI/CD variable (its value is write-only)",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/settings/variables/delete",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: delete a CI/CD variable",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/settings/schedules",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: add a cron schedule",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/settings/schedules/delete",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: delete a schedule",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/settings/schedules/play",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: run a schedule now",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/settings/triggers",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: make a trigger token (shown once)",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/settings/triggers/delete",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: revoke a trigger token",
+        None,
+    ),
+    r(
+        "GET",
+        "/pipelines/{id}",
+        Page(PageAccess::Project(Role::Reporter)),
+        "Web UI: a pipeline's graph, live",
+        None,
+    ),
+    r(
+        "GET",
+        "/pipelines/{id}/stream",
+        Page(PageAccess::Project(Role::Reporter)),
+        "Web UI: the pipeline graph's live changes (server-sent events)",
+        None,
+    ),
+    r(
+        "POST",
+        "/pipelines/{id}/cancel",
+        Page(PageAccess::Project(Role::Developer)),
+        "Web UI: cancel a pipeline",
+        None,
+    ),
+    r(
+        "POST",
+        "/pipelines/{id}/retry",
+        Page(PageAccess::Project(Role::Developer)),
+        "Web UI: retry a pipeline's failed jobs",
+        None,
+    ),
+    r(
+        "GET",
+        "/jobs/{id}",
+        Page(PageAccess::Project(Role::Reporter)),
+        "Web UI: a job: its live log, its metadata, its artifacts",
+        None,
+    ),
+    r(
+        "GET",
+        "/jobs/{id}/stream",
+        Page(PageAccess::Project(Role::Reporter)),
+        "Web UI: the job's live state (server-sent events; the log has its own stream)",
+        None,
+    ),
+    r(
+        "GET",
+        "/jobs/{id}/artifacts/browse",
+        Page(PageAccess::Project(Role::Reporter)),
+        "Web UI: the files of a job's artifacts",
+        None,
+    ),
+    r(
+        "GET",
+        "/jobs/{id}/log/lines",
+        Page(PageAccess::Project(Role::Reporter)),
+        "Web UI: how many lines the job's log has before a byte offset (line numbers of a large log's end)",
+        None,
+    ),
+    r(
+        "GET",
+        "/jobs/{id}/tests",
+        Page(PageAccess::Project(Role::Reporter)),
+        "Web UI: the job's JUnit results (artifacts:reports:junit)",
+        None,
+    ),
+    r(
+        "GET",
+        "/jobs/{id}/artifacts/file",
+        Page(PageAccess::Project(Role::Reporter)),
+        "Web UI: one file of a job's artifacts",
+        None,
+    ),
+    r(
+        "POST",
+        "/jobs/{id}/retry",
+        Page(PageAccess::Project(Role::Developer)),
+        "Web UI: retry a job",
+        None,
+    ),
+    r(
+        "POST",
+        "/jobs/{id}/cancel",
+        Page(PageAccess::Project(Role::Developer)),
+        "Web UI: cancel a job",
+        None,
+    ),
+    r(
+        "GET",
+        "/jobs/{id}/play",
+        Page(PageAccess::Project(Role::Developer)),
+        "Web UI: the confirmation of a manual job, naming it and its environment",
+        None,
+    ),
+    r(
+        "POST",
+        "/jobs/{id}/play",
+        Page(PageAccess::Project(Role::Developer)),
+        "Web UI: play a manual job (the approval: who played it is recorded)",
+        None,
+    ),
 ];
 
 fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
@@ -741,6 +1035,58 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/api/v1/agents") => get(api::list_agents),
         ("POST", "/api/v1/agents/register") => post(api::register_agent),
         ("GET", "/api/v1/agents/connect") => get(agent_ws::connect),
+        ("GET", "/login") => get(crate::ui::session::login_page),
+        ("POST", "/login") => post(crate::ui::session::login),
+        ("GET", "/static/{file}") => get(crate::ui::asset),
+        ("POST", "/logout") => post(crate::ui::session::logout),
+        ("GET", "/") => get(crate::ui::projects::list),
+        ("GET", "/agents") => get(crate::ui::admin::agents),
+        ("GET", "/admin/audit") => get(crate::ui::admin::audit),
+        ("GET", "/projects/{project}") => get(crate::ui::projects::show),
+        ("GET", "/projects/{project}/pipelines") => get(crate::ui::pipelines::list),
+        ("GET", "/projects/{project}/pipelines/stream") => get(crate::ui::live::pipelines_stream),
+        ("GET", "/projects/{project}/pipelines/new") => get(crate::ui::pipelines::new_form),
+        ("POST", "/projects/{project}/pipelines") => post(crate::ui::pipelines::create),
+        ("GET", "/projects/{project}/lint") => get(crate::ui::lint::page),
+        ("POST", "/projects/{project}/lint") => post(crate::ui::lint::run),
+        ("GET", "/projects/{project}/settings") => get(crate::ui::settings::page),
+        ("POST", "/projects/{project}/settings/members") => post(crate::ui::settings::set_member),
+        ("POST", "/projects/{project}/settings/members/remove") => {
+            post(crate::ui::settings::remove_member)
+        }
+        ("POST", "/projects/{project}/settings/variables") => {
+            post(crate::ui::settings::add_variable)
+        }
+        ("POST", "/projects/{project}/settings/variables/delete") => {
+            post(crate::ui::settings::delete_variable)
+        }
+        ("POST", "/projects/{project}/settings/schedules") => {
+            post(crate::ui::settings::add_schedule)
+        }
+        ("POST", "/projects/{project}/settings/schedules/delete") => {
+            post(crate::ui::settings::delete_schedule)
+        }
+        ("POST", "/projects/{project}/settings/schedules/play") => {
+            post(crate::ui::settings::play_schedule)
+        }
+        ("POST", "/projects/{project}/settings/triggers") => post(crate::ui::settings::add_trigger),
+        ("POST", "/projects/{project}/settings/triggers/delete") => {
+            post(crate::ui::settings::delete_trigger)
+        }
+        ("GET", "/pipelines/{id}") => get(crate::ui::pipelines::show),
+        ("GET", "/pipelines/{id}/stream") => get(crate::ui::live::pipeline_stream),
+        ("POST", "/pipelines/{id}/cancel") => post(crate::ui::pipelines::cancel),
+        ("POST", "/pipelines/{id}/retry") => post(crate::ui::pipelines::retry),
+        ("GET", "/jobs/{id}") => get(crate::ui::jobs::show),
+        ("GET", "/jobs/{id}/stream") => get(crate::ui::live::job_stream),
+        ("GET", "/jobs/{id}/artifacts/browse") => get(crate::ui::jobs::artifacts),
+        ("GET", "/jobs/{id}/artifacts/file") => get(crate::ui::jobs::artifact_file),
+        ("GET", "/jobs/{id}/tests") => get(crate::ui::junit::page),
+        ("GET", "/jobs/{id}/log/lines") => get(crate::ui::jobs::lines_before),
+        ("POST", "/jobs/{id}/retry") => post(crate::ui::jobs::retry),
+        ("POST", "/jobs/{id}/cancel") => post(crate::ui::jobs::cancel),
+        ("GET", "/jobs/{id}/play") => get(crate::ui::jobs::play_page),
+        ("POST", "/jobs/{id}/play") => post(crate::ui::jobs::play),
         _ => unreachable!("every route of the table has a handler: {method} {path}"),
     }
 }
@@ -822,10 +1168,17 @@ pub fn router(state: AppState) -> Router {
     // each endpoint for the action it needs: they are not API routes.
     let registry = gantry_registry::router(state.registry.clone());
     router
-        .fallback(|| async {
-            crate::error::HttpError::not_found(
-                "no such endpoint: see GET /api/v1/openapi.json for the API",
-            )
+        .fallback(|uri: axum::http::Uri| async move {
+            use axum::response::IntoResponse;
+            // The links commit statuses and notifications carry, GitLab's way
+            // (`/PROJECT/-/pipelines/ID`), lead to the UI's page, which checks access.
+            match crate::ui::gitlab_link(uri.path()) {
+                Some(to) => axum::response::Redirect::permanent(&to).into_response(),
+                None => crate::error::HttpError::not_found(
+                    "no such endpoint: see GET /api/v1/openapi.json for the API",
+                )
+                .into_response(),
+            }
         })
         .with_state(state)
         .merge(registry)
@@ -836,6 +1189,7 @@ pub fn access_name(a: Access) -> String {
     match a {
         Project(role) => format!("project:{role}"),
         JobOr(role) => format!("job|project:{role}"),
+        Page(p) => format!("page:{}", access_name(p.api())),
         other => format!("{other:?}").to_lowercase(),
     }
 }
@@ -843,7 +1197,7 @@ pub fn access_name(a: Access) -> String {
 /// The OpenAPI 3.1 document of [`ROUTES`].
 pub fn openapi() -> Value {
     let mut paths = Map::new();
-    for route in ROUTES {
+    for route in ROUTES.iter().filter(|r| !r.is_ui()) {
         // `{*rest}` (the rest of the path, slashes included) is `{rest}` in OpenAPI.
         let path = route.path.replace("{*", "{");
         let params: Vec<Value> = path
@@ -970,6 +1324,13 @@ mod tests {
             .values()
             .map(|v| v.as_object().unwrap().len())
             .sum();
-        assert_eq!(n, ROUTES.len());
+        assert_eq!(n, ROUTES.iter().filter(|r| !r.is_ui()).count());
+        assert!(
+            ROUTES
+                .iter()
+                .filter(|r| r.is_ui())
+                .all(|r| matches!(r.access, Page(_)) || r.access == Public),
+            "a page is checked as a page"
+        );
     }
 }
