@@ -234,10 +234,18 @@ impl Ui {
                 }
                 last = format!("class '{class}', text '{text}'");
             }
-            assert!(
-                Instant::now() < deadline,
-                "waiting for {what} ({css}): {last}"
-            );
+            if Instant::now() >= deadline {
+                // Say where the browser is and what it shows: an error page, another page.
+                let body = match self.c.find(Locator::Css("body")).await {
+                    Ok(b) => b.text().await.unwrap_or_default(),
+                    Err(e) => e.to_string(),
+                };
+                let short: String = body.chars().take(600).collect();
+                panic!(
+                    "waiting for {what} ({css}): {last}; on {}: {short}",
+                    self.path().await
+                );
+            }
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
     }
@@ -511,6 +519,8 @@ async fn a_user_runs_watches_retries_plays_and_lints_in_a_browser() {
 
     // Lint a broken file: the error at its line, in the list and in the gutter.
     ui.go(&format!("/projects/{project}/lint")).await;
+    // Under load the page may come late: its editor is what the next steps need.
+    ui.wait("#editor", "the lint editor", |_, _| true).await;
     let broken = "build:\n  script: [make]\ntest:\n  needs: [biuld]\n  script: [make test]\n";
     ui.c.execute(
         "document.getElementById('editor').value = arguments[0];",

@@ -315,6 +315,49 @@ fn pages_and_forms_respect_sign_in_roles_and_csrf() {
 
         // Schedules and trigger tokens: made, shown (a token once), removed.
         let settings = format!("/projects/{project}/settings");
+
+        // A notification channel: added with its webhook URL, which no page shows; removed.
+        let (st, _, page) = post(
+            &s,
+            &format!("{settings}/notifications"),
+            Some(&maya),
+            &[
+                ("_csrf", &maya_csrf),
+                ("kind", "generic"),
+                ("target", "https://hooks.example.com/secret-path-9876"),
+                ("events", "failed, image_pushed"),
+            ],
+        );
+        assert_eq!(st, 303, "{name}: {page}");
+        let (_, _, page) = get(&s, &settings, Some(&maya));
+        assert!(page.contains("webhook URL set"), "{name}");
+        assert!(page.contains("failed, image_pushed"), "{name}");
+        assert!(!page.contains("secret-path-9876"), "{name}: the URL shown");
+        let channels = s
+            .api()
+            .get(&format!("/api/v1/projects/{project}/notifications"))
+            .unwrap();
+        assert_eq!(channels.as_array().unwrap().len(), 1, "{name}: {channels}");
+        let channel = channels[0]["id"].as_i64().unwrap().to_string();
+        let (st, _, page) = post(
+            &s,
+            &format!("{settings}/notifications"),
+            Some(&maya),
+            &[("_csrf", &maya_csrf), ("kind", "pager"), ("target", "x")],
+        );
+        assert_eq!(st, 400, "{name}: an unknown kind is refused: {page}");
+        let (st, _, _) = post(
+            &s,
+            &format!("{settings}/notifications/delete"),
+            Some(&maya),
+            &[("_csrf", &maya_csrf), ("id", &channel)],
+        );
+        assert_eq!(st, 303, "{name}");
+        let channels = s
+            .api()
+            .get(&format!("/api/v1/projects/{project}/notifications"))
+            .unwrap();
+        assert_eq!(channels, serde_json::json!([]), "{name}");
         let (st, _, page) = post(
             &s,
             &format!("{settings}/schedules"),

@@ -839,6 +839,20 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         "POST",
+        "/projects/{project}/settings/notifications",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: add a notification channel (its webhook URL write-only)",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/settings/notifications/delete",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: remove a notification channel",
+        None,
+    ),
+    r(
+        "POST",
         "/projects/{project}/settings/triggers/delete",
         Page(PageAccess::Project(Role::Maintainer)),
         "Web UI: revoke a trigger token",
@@ -1070,6 +1084,12 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
             post(crate::ui::settings::play_schedule)
         }
         ("POST", "/projects/{project}/settings/triggers") => post(crate::ui::settings::add_trigger),
+        ("POST", "/projects/{project}/settings/notifications") => {
+            post(crate::ui::settings::add_notification)
+        }
+        ("POST", "/projects/{project}/settings/notifications/delete") => {
+            post(crate::ui::settings::delete_notification)
+        }
         ("POST", "/projects/{project}/settings/triggers/delete") => {
             post(crate::ui::settings::delete_trigger)
         }

@@ -1,7 +1,7 @@
 //! A project's settings, for maintainers: members and their roles, CI/CD variables (values
 //! write-only, never shown), schedules (added, run now, deleted), trigger tokens (made —
-//! shown once — and revoked), all changed here; recent webhook deliveries and notification
-//! channels shown (changed through the API).
+//! shown once — and revoked), notification channels (added with their write-only webhook
+//! URL or recipients, removed), all changed here; recent webhook deliveries shown.
 
 use super::{Chrome, PageResult, Viewer, html, see_other, when, when_opt};
 use crate::AppState;
@@ -10,8 +10,8 @@ use axum::Form;
 use axum::extract::{Path, State};
 use gantry_api::Role;
 use gantry_api::rest::{
-    Member, MemberSet, Notification, Schedule, ScheduleCreate, TriggerToken, TriggerTokenCreate,
-    Variable, VariableWrite, WebhookDelivery,
+    Member, MemberSet, Notification, NotificationCreate, Schedule, ScheduleCreate, TriggerToken,
+    TriggerTokenCreate, Variable, VariableWrite, WebhookDelivery,
 };
 use gantry_store::db::PageReq;
 use serde::Deserialize;
@@ -304,4 +304,66 @@ pub async fn delete_trigger(
         .delete_trigger_token(&id.to_string(), f.id, &v.caller)
         .await?;
     Ok(see_other(&format!("/projects/{id}/settings#triggers")))
+}
+
+/// A notification channel to add: `target` is the webhook URL (write-only: it carries a
+/// secret) or, for `email`, comma-separated addresses; `events` comma-separated.
+#[derive(Deserialize)]
+pub struct NotificationForm {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    events: String,
+}
+
+impl std::fmt::Debug for NotificationForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotificationForm")
+            .field("kind", &self.kind)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
+pub async fn add_notification(
+    State(s): State<AppState>,
+    _v: Viewer,
+    Path(key): Path<String>,
+    Form(f): Form<NotificationForm>,
+) -> PageResult {
+    let id = s.engine.find_project(&key).await?;
+    let list = |t: &str| -> Vec<String> {
+        t.split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let kind = f.kind.trim().to_string();
+    let email = kind == "email";
+    s.engine
+        .add_notification(
+            &id.to_string(),
+            NotificationCreate {
+                recipients: if email { list(&f.target) } else { Vec::new() },
+                url: (!email).then(|| f.target.trim().to_string()),
+                events: list(&f.events),
+                kind,
+            },
+        )
+        .await?;
+    Ok(see_other(&format!("/projects/{id}/settings#notifications")))
+}
+
+pub async fn delete_notification(
+    State(s): State<AppState>,
+    _v: Viewer,
+    Path(key): Path<String>,
+    Form(f): Form<IdForm>,
+) -> PageResult {
+    let id = s.engine.find_project(&key).await?;
+    s.engine.delete_notification(&id.to_string(), f.id).await?;
+    Ok(see_other(&format!("/projects/{id}/settings#notifications")))
 }
