@@ -130,6 +130,9 @@ struct Inner {
     admin_hash: String,
     registration_hash: String,
     polls: polling::Polls,
+    /// Agents whose token was revoked while they were connected: their connection ends at
+    /// their next message.
+    revoked_agents: Mutex<std::collections::HashSet<i64>>,
 }
 
 /// What the API caller is.
@@ -207,6 +210,7 @@ impl Engine {
                 admin_hash: hash_token(admin_token),
                 registration_hash: hash_token(registration_token),
                 polls: polling::Polls::default(),
+                revoked_agents: Mutex::new(std::collections::HashSet::new()),
             }),
         };
         engine.recover().await?;
@@ -1804,7 +1808,46 @@ impl Engine {
         metrics::gauge!("gantry_agents_online").set(d.agents.len() as f64);
     }
 
+    /// Revokes an agent's token (administrators): it cannot connect again, and its
+    /// connection ends at its next message (its running jobs then fail when their leases
+    /// expire, as for a lost agent). Audited.
+    pub async fn revoke_agent(&self, id: i64, by: &Caller) -> Result<()> {
+        let unusable = format!("revoked:{id}:{}", new_token(""));
+        if !self.inner.db.revoke_agent_token(id, &unusable).await? {
+            return Err(EngineError::not_found(format!("agent {id}")));
+        }
+        self.inner
+            .revoked_agents
+            .lock()
+            .expect("revoked agents")
+            .insert(id);
+        {
+            let mut d = self.dispatcher();
+            d.agents.remove(&id);
+            metrics::gauge!("gantry_agents_online").set(d.agents.len() as f64);
+        }
+        self.audit(by, "agent.revoke", None, &format!("agent {id}"), None)
+            .await;
+        Ok(())
+    }
+
+    fn check_not_revoked(&self, agent_id: i64) -> Result<()> {
+        if self
+            .inner
+            .revoked_agents
+            .lock()
+            .expect("revoked agents")
+            .contains(&agent_id)
+        {
+            return Err(EngineError::Unauthorized(
+                "this agent's token was revoked: register the agent again".into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub async fn agent_message(&self, agent_id: i64, msg: AgentMsg) -> Result<()> {
+        self.check_not_revoked(agent_id)?;
         match msg {
             AgentMsg::Hello { .. } => Err(EngineError::BadRequest("hello was already said".into())),
             AgentMsg::Heartbeat => {
@@ -1823,7 +1866,7 @@ impl Engine {
 
     /// Stores log bytes; returns the length stored (to acknowledge).
     pub async fn agent_log(&self, agent_id: i64, frame: LogFrame) -> Result<u64> {
-        let _ = agent_id;
+        self.check_not_revoked(agent_id)?;
         let len = self
             .inner
             .logs

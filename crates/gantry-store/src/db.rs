@@ -1068,6 +1068,16 @@ impl Db {
         Ok(())
     }
 
+    /// Replaces an agent's token hash by one no token has: the agent can no longer connect.
+    pub async fn revoke_agent_token(&self, id: i64, unusable: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE agents SET token_hash = $1 WHERE id = $2")
+            .bind(unusable)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     pub async fn touch_agent(&self, id: i64) -> Result<()> {
         sqlx::query("UPDATE agents SET last_seen_at = $1 WHERE id = $2")
             .bind(now_ms())

@@ -1000,6 +1000,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/api/v1/jobs/{id}/cache/{key}"),
     ("put", "/api/v1/jobs/{id}/cache/{key}"),
     ("get", "/api/v1/agents"),
+    ("delete", "/api/v1/agents/{id}"),
     ("post", "/api/v1/agents/register"),
     ("get", "/api/v1/agents/connect"),
 ];
@@ -1270,4 +1271,33 @@ fn rules_exists_sees_the_files_of_the_pipeline_commit() {
             .collect();
         assert_eq!(names, ["image-build", "always"], "{}", db.name());
     }
+}
+
+#[test]
+fn a_revoked_agent_is_cut_off_and_cannot_come_back() {
+    let db = &backends("agent_revoke")[0];
+    let mut opts = Options::new(db);
+    opts.local_agent = false;
+    let s = Server::start(opts);
+    let agent = Agent::start(&s, &[]);
+    s.wait_agents(1);
+    let agents = s.api().get("/api/v1/agents").unwrap();
+    let id = agents["items"][0]["id"].as_i64().unwrap();
+    // Only administrators revoke; an unknown agent is 404.
+    assert_eq!(
+        s.api().delete("/api/v1/agents/999999").unwrap_err().status,
+        404
+    );
+    s.api().delete(&format!("/api/v1/agents/{id}")).unwrap();
+    wait_for(Duration::from_secs(20), "the agent offline", || {
+        let a = s.api().get("/api/v1/agents").ok()?;
+        (a["items"][0]["online"] == false).then_some(())
+    });
+    // It keeps trying with its old token and stays out.
+    std::thread::sleep(Duration::from_secs(3));
+    let a = s.api().get("/api/v1/agents").unwrap();
+    assert_eq!(a["items"][0]["online"], false, "{a}");
+    let _ = agent.stderr_text();
+    let log = s.api().get("/api/v1/audit-log?per_page=50").unwrap();
+    assert!(log.to_string().contains("agent.revoke"), "{log}");
 }

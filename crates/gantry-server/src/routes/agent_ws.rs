@@ -84,11 +84,15 @@ async fn session(s: AppState, agent: AgentRow, socket: WebSocket) {
         };
         match next {
             Message::Text(t) => match serde_json::from_str::<AgentMsg>(&t) {
-                Ok(msg) => {
-                    if let Err(e) = s.engine.agent_message(agent.id, msg).await {
-                        tracing::warn!(agent = agent.id, "message: {e}");
+                Ok(msg) => match s.engine.agent_message(agent.id, msg).await {
+                    Ok(()) => {}
+                    // Its token was revoked: the connection ends.
+                    Err(gantry_engine::EngineError::Unauthorized(e)) => {
+                        tracing::warn!(agent = agent.id, "{e}");
+                        break;
                     }
-                }
+                    Err(e) => tracing::warn!(agent = agent.id, "message: {e}"),
+                },
                 Err(e) => tracing::warn!(agent = agent.id, "unreadable message: {e}"),
             },
             Message::Binary(b) => match LogFrame::decode(&b) {
@@ -97,6 +101,10 @@ async fn session(s: AppState, agent: AgentRow, socket: WebSocket) {
                     match s.engine.agent_log(agent.id, frame).await {
                         Ok(offset) => {
                             let _ = tx.send(ServerMsg::LogAck { job_id, offset });
+                        }
+                        Err(gantry_engine::EngineError::Unauthorized(e)) => {
+                            tracing::warn!(agent = agent.id, "{e}");
+                            break;
                         }
                         Err(e) => tracing::warn!(agent = agent.id, job = job_id, "log: {e}"),
                     }

@@ -168,6 +168,16 @@ pub async fn list_agents(
     Ok(Json(s.engine.agents(q.req()).await?))
 }
 
+/// Revokes an agent's token (administrators).
+pub async fn revoke_agent(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    s.engine.revoke_agent(id, &caller).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Authenticated by the registration token in the body.
 pub async fn register_agent(
     State(s): State<AppState>,

@@ -668,6 +668,13 @@ pub const ROUTES: &[Route] = &[
         None,
     ),
     r(
+        "DELETE",
+        "/api/v1/agents/{id}",
+        Admin,
+        "Revoke an agent's token: it cannot connect again, and its connection ends",
+        None,
+    ),
+    r(
         "POST",
         "/api/v1/agents/register",
         Registration,
@@ -716,6 +723,13 @@ pub const ROUTES: &[Route] = &[
         "/agents",
         Page(PageAccess::Admin),
         "Web UI: agents, online or not, their tags, executor, jobs and last contact",
+        None,
+    ),
+    r(
+        "POST",
+        "/agents/revoke",
+        Page(PageAccess::Admin),
+        "Web UI: revoke an agent's token",
         None,
     ),
     r(
@@ -1047,6 +1061,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/api/v1/jobs/{id}/cache/{key}") => get(files::get_cache),
         ("PUT", "/api/v1/jobs/{id}/cache/{key}") => put(files::put_cache),
         ("GET", "/api/v1/agents") => get(api::list_agents),
+        ("DELETE", "/api/v1/agents/{id}") => delete(api::revoke_agent),
         ("POST", "/api/v1/agents/register") => post(api::register_agent),
         ("GET", "/api/v1/agents/connect") => get(agent_ws::connect),
         ("GET", "/login") => get(crate::ui::session::login_page),
@@ -1055,6 +1070,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/logout") => post(crate::ui::session::logout),
         ("GET", "/") => get(crate::ui::projects::list),
         ("GET", "/agents") => get(crate::ui::admin::agents),
+        ("POST", "/agents/revoke") => post(crate::ui::admin::revoke_agent),
         ("GET", "/admin/audit") => get(crate::ui::admin::audit),
         ("GET", "/projects/{project}") => get(crate::ui::projects::show),
         ("GET", "/projects/{project}/pipelines") => get(crate::ui::pipelines::list),

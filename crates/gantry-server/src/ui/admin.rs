@@ -58,6 +58,22 @@ pub async fn agents(State(s): State<AppState>, v: Viewer, Query(q): Query<PageOn
     }))
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub struct AgentForm {
+    #[serde(default)]
+    id: i64,
+}
+
+/// Revokes an agent's token: its connection ends and it cannot connect again.
+pub async fn revoke_agent(
+    State(s): State<AppState>,
+    v: Viewer,
+    axum::Form(f): axum::Form<AgentForm>,
+) -> PageResult {
+    s.engine.revoke_agent(f.id, &v.caller).await?;
+    Ok(super::see_other("/agents"))
+}
+
 #[derive(Debug)]
 pub struct AuditView {
     pub e: AuditEvent,
