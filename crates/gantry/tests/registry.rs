@@ -10,18 +10,14 @@ mod common;
 use common::Project;
 use common::oci::{Oci, sha256, sha512};
 use common::server::{Options, Server, backends};
+use gantry_testkit::registry::Creds;
 use serde_json::{Value, json};
 use std::io::Write;
 
 const PASSWORD: &str = "correct horse battery";
 
 fn user(s: &Server, name: &str) {
-    s.api()
-        .post(
-            "/api/v1/users",
-            json!({"username": name, "password": PASSWORD}),
-        )
-        .unwrap_or_else(|e| panic!("user {name}: {e}"));
+    common::registry::user(s, name, PASSWORD, false);
 }
 
 fn member(s: &Server, project: &str, name: &str, role: &str) {
@@ -51,40 +47,9 @@ fn setup(db: &common::server::Backend) -> (Server, Project) {
     (s, repo)
 }
 
-/// Signs `user` in and makes them a personal access token with `scopes`.
-fn personal_token(oci: &Oci, user: &str, scopes: Value) -> String {
-    let login = oci.call(
-        "POST",
-        "/api/v1/session",
-        None,
-        &[("Content-Type", "application/json")],
-        json!({"username": user, "password": PASSWORD})
-            .to_string()
-            .as_bytes(),
-    );
-    assert_eq!(login.status, 201, "{}", login.text());
-    let cookie = login
-        .header("set-cookie")
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let csrf = login.json()["csrf_token"].as_str().unwrap().to_string();
-    let r = oci.call(
-        "POST",
-        "/api/v1/user/tokens",
-        None,
-        &[
-            ("Cookie", &cookie),
-            ("X-CSRF-Token", &csrf),
-            ("Content-Type", "application/json"),
-        ],
-        json!({"name": "t", "scopes": scopes})
-            .to_string()
-            .as_bytes(),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["token"].as_str().unwrap().to_string()
+/// Signs `user` in and makes them a personal access token with `scopes`: the token.
+fn personal_token(s: &Server, user: &str, scopes: &[&str]) -> String {
+    common::registry::personal_token(s, &Creds::new(user, PASSWORD), scopes).password
 }
 
 fn actions(token: &str, name: &str) -> Vec<String> {
@@ -158,14 +123,14 @@ fn tokens_carry_what_each_role_may_do() {
 
         // Personal access tokens: read_registry pulls only, write_registry pushes; a token
         // without a registry scope and one of another user are refused.
-        let pat = |scopes: Value| personal_token(&oci, "alice", scopes);
-        let read = pat(json!(["read_registry"]));
+        let pat = |scopes: &[&str]| personal_token(&s, "alice", scopes);
+        let read = pat(&["read_registry"]);
         let t = oci.token(Some(("alice", &read)), &[scope]);
         assert_eq!(actions(&t, "dev/app"), ["pull"], "{what}");
-        let write = pat(json!(["write_registry"]));
+        let write = pat(&["write_registry"]);
         let t = oci.token(Some(("alice", &write)), &[scope]);
         assert_eq!(actions(&t, "dev/app"), ["pull", "push"], "{what}");
-        let api_only = pat(json!(["read_api"]));
+        let api_only = pat(&["read_api"]);
         let r = oci.token_resp(Some(("alice", &api_only)), &[scope]);
         assert_eq!(r.status, 401, "{what}: {}", r.text());
         assert!(r.text().contains("no registry scope"), "{}", r.text());
@@ -765,7 +730,7 @@ fn promotion_dev_test_beta_release_keeps_the_digest_and_moves_no_bytes() {
         let r = oci.push_blob(&alice, "test/app", b"x");
         assert_eq!(r.status, 403, "{what}: {}", r.text());
         assert_eq!(r.code(), "DENIED");
-        let alice_pat = personal_token(&oci, "alice", json!(["api"]));
+        let alice_pat = personal_token(&s, "alice", &["api"]);
         let out = promote_cli(&s, &alice_pat, "dev/app:1.4-dev", "test/app:1.4-test");
         assert_eq!(out.status.code(), Some(2), "{what}: {out:?}");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -773,7 +738,7 @@ fn promotion_dev_test_beta_release_keeps_the_digest_and_moves_no_bytes() {
 
         let files_before = walk(&s.data.path().join("blobs")).len();
         // The tester promotes into test, then beta; operations into release.
-        let tess = personal_token(&oci, "tess", json!(["api"]));
+        let tess = personal_token(&s, "tess", &["api"]);
         let out = promote_cli(&s, &tess, "dev/app:1.4-dev", "test/app:1.4-test");
         assert!(out.status.success(), "{what}: {out:?}");
         let said = String::from_utf8_lossy(&out.stdout);
@@ -795,7 +760,7 @@ fn promotion_dev_test_beta_release_keeps_the_digest_and_moves_no_bytes() {
             Some(2),
             "{what}: testers do not release: {out:?}"
         );
-        let olga = personal_token(&oci, "olga", json!(["api"]));
+        let olga = personal_token(&s, "olga", &["api"]);
         let out = promote_cli(
             &s,
             &olga,

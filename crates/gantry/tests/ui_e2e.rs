@@ -169,8 +169,33 @@ struct Ui {
 }
 
 impl Ui {
+    /// Opens a page. Chromium aborts loads when the machine's network interfaces change
+    /// (ERR_NETWORK_CHANGED, "Your connection was interrupted"), which the Docker tests
+    /// running beside this one do as they make and remove networks: such a load is tried
+    /// again.
     async fn go(&self, path: &str) {
-        self.c.goto(&format!("{}{path}", self.base)).await.unwrap();
+        for _ in 0..5 {
+            self.c.goto(&format!("{}{path}", self.base)).await.unwrap();
+            if !self.error_page().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!("{path}: the browser shows its own error page five times in a row");
+    }
+
+    /// Whether the browser shows its own error page instead of ours.
+    async fn error_page(&self) -> bool {
+        self.c
+            .execute(
+                "return !!document.getElementById('main-frame-error') || \
+                 location.href.startsWith('chrome-error:');",
+                vec![],
+            )
+            .await
+            .ok()
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
     }
 
     async fn path(&self) -> String {
@@ -233,6 +258,10 @@ impl Ui {
                     return;
                 }
                 last = format!("class '{class}', text '{text}'");
+            }
+            if self.error_page().await {
+                // A load the network change broke (see `go`): load it again.
+                let _ = self.c.refresh().await;
             }
             if Instant::now() >= deadline {
                 // Say where the browser is and what it shows: an error page, another page.
