@@ -33,6 +33,7 @@ fn pipeline(marker: &str) -> String {
 build:
   stage: build
   script:
+    - while [ -n "$HOLD" ] && [ ! -f "$HOLD" ]; do sleep 0.1; done
     - printf '\033[0Ksection_start:%s:compile[collapsed=false]\r\033[0KCompiling the app\n' "$(date +%s)"
     - for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo "building step $i"; sleep 0.7; done
     - printf '\033[0Ksection_end:%s:compile\r\033[0K\n' "$(date +%s)"
@@ -590,7 +591,12 @@ async fn a_user_runs_watches_retries_plays_and_lints_in_a_browser() {
     ui.go(&format!("/projects/{project}/pipelines")).await;
     assert!(ui.text(&format!("#p-{pipeline}")).await.contains("dev"));
     ui.mark().await;
-    let second = id(&s.pipeline(project, "main"));
+    // The second pipeline's build waits for this file: it is running when the list shows
+    // it, however slow the machine, and passes once the test lets it go.
+    let hold = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    let hold_path = hold.to_path_buf();
+    drop(hold);
+    let second = id(&s.pipeline_vars(project, "main", &[("HOLD", hold_path.to_str().unwrap())]));
     let deadline = Instant::now() + T;
     while !ui
         .c
@@ -621,6 +627,7 @@ async fn a_user_runs_watches_retries_plays_and_lints_in_a_browser() {
         "still running when listed: {before}"
     );
     ui.mark().await;
+    std::fs::write(&hold_path, "go").unwrap();
     ui.wait(
         &format!("#p-{second}"),
         "the new pipeline passes",
