@@ -16,6 +16,7 @@
 mod accounts;
 pub mod outbox;
 mod registry;
+pub mod replication;
 mod schedules;
 mod triggers;
 pub mod ui;
@@ -115,6 +116,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "registry policy",
         include_str!("../migrations/sqlite/0011_registry_policy.sql"),
     ),
+    (
+        12,
+        "replication",
+        include_str!("../migrations/sqlite/0012_replication.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -167,6 +173,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         11,
         "registry policy",
         include_str!("../migrations/postgres/0011_registry_policy.sql"),
+    ),
+    (
+        12,
+        "replication",
+        include_str!("../migrations/postgres/0012_replication.sql"),
     ),
 ];
 
@@ -422,6 +433,7 @@ impl Db {
         }
         outbox::reseal_notify(&mut tx, keyring, &mut done).await?;
         variables::reseal_variables(&mut tx, keyring, &mut done).await?;
+        replication::reseal_replications(&mut tx, keyring, &mut done).await?;
         tx.commit().await?;
         Ok(done)
     }

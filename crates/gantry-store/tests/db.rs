@@ -630,3 +630,216 @@ async fn changes_are_broadcast_and_the_ui_lists_are_one_query_each() {
         db.close().await;
     }
 }
+
+#[tokio::test]
+async fn replication_runs_are_queued_once_claimed_once_and_taken_over_after_their_lease() {
+    use gantry_store::db::replication::{
+        NewReplicationRun, PasswordChange, ReplicationCounts, ReplicationFields,
+        replication_password_aad,
+    };
+    for (db, _dir) in backends("replication").await {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keyring::create_file(&dir.path().join("secrets.key")).unwrap();
+        let p = db.insert_project(&project("g/app")).await.unwrap();
+        let fields = ReplicationFields {
+            name: "peer".into(),
+            url: "https://peer.example.com".into(),
+            namespace: String::new(),
+            username: "u".into(),
+            repositories: "**".into(),
+            tags: "*".into(),
+            on_push: true,
+            schedule: Some("* * * * *".into()),
+            time_zone: "UTC".into(),
+            next_run_at: Some(1_000),
+            enabled: true,
+            insecure: false,
+        };
+        let rule = db
+            .insert_replication(
+                p,
+                &fields,
+                "alice",
+                now_ms(),
+                Some(|id: i64| keys.seal(b"pw", replication_password_aad(id).as_bytes())),
+            )
+            .await
+            .unwrap();
+        let err = db
+            .insert_replication(p, &fields, "alice", now_ms(), None::<fn(i64) -> String>)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        let row = db.replication(rule).await.unwrap().unwrap();
+        let sealed = row.password.clone().unwrap();
+        assert_eq!(
+            keys.open_string(&sealed, replication_password_aad(rule).as_bytes())
+                .unwrap()
+                .expose_secret(),
+            "pw"
+        );
+        assert!(!format!("{row:?}").contains(&sealed), "Debug hides it");
+        assert_eq!(db.push_replications(p).await.unwrap().len(), 1);
+
+        // A schedule's slot is claimed once.
+        assert_eq!(db.due_replications(999).await.unwrap().len(), 0);
+        assert_eq!(db.due_replications(1_000).await.unwrap().len(), 1);
+        assert!(
+            db.claim_replication_slot(rule, 1_000, Some(61_000))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.claim_replication_slot(rule, 1_000, Some(61_000))
+                .await
+                .unwrap()
+        );
+
+        // Queued once per image, and a run of every tag covers the images.
+        let run = |image: Option<(&str, &str)>| NewReplicationRun {
+            replication_id: rule,
+            project_id: p,
+            triggered_by: if image.is_some() { "push" } else { "manual" }.into(),
+            image: image.map(|(r, t)| (r.to_string(), t.to_string())),
+            actor: "alice".into(),
+            now: 10,
+        };
+        let (a, new) = db
+            .queue_replication_run(&run(Some(("g/app", "v1"))))
+            .await
+            .unwrap();
+        assert!(new);
+        assert_eq!(
+            db.queue_replication_run(&run(Some(("g/app", "v1"))))
+                .await
+                .unwrap(),
+            (a, false)
+        );
+        let (b, new) = db
+            .queue_replication_run(&run(Some(("g/app", "v2"))))
+            .await
+            .unwrap();
+        assert!(new && b != a);
+        let (all, new) = db.queue_replication_run(&run(None)).await.unwrap();
+        assert!(new, "images do not cover every tag");
+        assert_eq!(
+            db.queue_replication_run(&run(Some(("g/app", "v3"))))
+                .await
+                .unwrap(),
+            (all, false),
+            "a run of every tag covers a new image"
+        );
+
+        // Claimed once, one run per rule at a time; a rule busy here is skipped.
+        let busy = |id: i64| id == rule;
+        assert!(
+            db.claim_replication_runs(20, 80, 10, &busy)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let claimed = db
+            .claim_replication_runs(20, 80, 10, &|_| false)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "{claimed:?}");
+        let first = &claimed[0];
+        assert_eq!(
+            (first.id, first.attempts, first.status.as_str()),
+            (a, 1, "running")
+        );
+        assert!(
+            db.claim_replication_runs(30, 90, 10, &|_| false)
+                .await
+                .unwrap()
+                .iter()
+                .all(|r| r.id != a)
+        );
+        assert!(db.renew_replication_lease(a, 1, 100).await.unwrap());
+
+        // The lease passes (its server died): another claim takes it over; the first
+        // attempt can no longer record anything.
+        let again = db
+            .claim_replication_runs(101, 200, 1, &|_| false)
+            .await
+            .unwrap();
+        assert_eq!((again[0].id, again[0].attempts), (a, 2));
+        let counts = ReplicationCounts {
+            images_copied: 1,
+            blobs_copied: 2,
+            bytes_copied: 300,
+            ..Default::default()
+        };
+        assert!(
+            !db.end_replication_attempt(a, 1, "succeeded", None, &counts, None, 150)
+                .await
+                .unwrap()
+        );
+        // Retried: queued again with the error, the counters kept.
+        assert!(
+            db.end_replication_attempt(a, 2, "queued", Some(500), &counts, Some("down"), 150)
+                .await
+                .unwrap()
+        );
+        let r = db.replication_run(a).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                r.status.as_str(),
+                r.next_attempt_at,
+                r.error.as_deref(),
+                r.counts.bytes_copied
+            ),
+            ("queued", 500, Some("down"), 300)
+        );
+        assert_eq!(db.replication_next_due().await.unwrap(), Some(10));
+        let c = db
+            .claim_replication_runs(600, 700, 10, &|_| false)
+            .await
+            .unwrap();
+        let ours = c.iter().find(|r| r.id == a).expect("due again");
+        assert!(
+            db.end_replication_attempt(a, ours.attempts, "succeeded", None, &counts, None, 650)
+                .await
+                .unwrap()
+        );
+        let r = db.replication_run(a).await.unwrap().unwrap();
+        assert_eq!(
+            (r.status.as_str(), r.finished_at, r.counts.blobs_copied),
+            ("succeeded", Some(650), 4)
+        );
+        let runs = db
+            .replication_runs(rule, PageReq::new(None, None))
+            .await
+            .unwrap();
+        assert_eq!(runs.len(), 3);
+        assert_eq!(runs[0].id, all, "newest first");
+
+        // Changes, the password kept, changed or removed; deleting takes the runs along.
+        let mut f2 = fields.clone();
+        f2.name = "peer2".into();
+        assert!(
+            db.update_replication(rule, &f2, &PasswordChange::Keep, 1)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            db.replication(rule).await.unwrap().unwrap().password,
+            Some(sealed)
+        );
+        assert!(
+            db.update_replication(rule, &f2, &PasswordChange::Clear, 2)
+                .await
+                .unwrap()
+        );
+        assert_eq!(db.replication(rule).await.unwrap().unwrap().password, None);
+        assert_eq!(db.prune_replication_runs(651).await.unwrap(), 1);
+        assert!(
+            !db.delete_replication(p + 1, rule).await.unwrap(),
+            "another project's"
+        );
+        assert!(db.delete_replication(p, rule).await.unwrap());
+        assert!(db.replication(rule).await.unwrap().is_none());
+        assert!(db.replication_run(b).await.unwrap().is_none());
+        db.close().await;
+    }
+}
