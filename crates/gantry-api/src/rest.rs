@@ -755,3 +755,130 @@ pub struct Robot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
 }
+
+/// A replication rule to make (`POST /api/v1/projects/{p}/replications`) or the fields to
+/// change (`PUT …/replications/{id}`: absent fields stay; `password: ""` removes it). The
+/// password is write-only: no answer carries it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationWrite {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The destination registry: `https://harbor.example.com`, `registry.example.com:5000`
+    /// (https), or `http://host:port` for plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Put in place of the project's path at the destination (`team` makes `dev/app` →
+    /// `team/app`); empty: names are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Write-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// A glob on repository names below the project's path (`app`, `tools/*`, `**`)
+    /// [default: `**`, every one].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repositories: Option<String>,
+    /// A glob on tags (`v*`, `*-release`) [default: `*`, every one].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<String>,
+    /// Replicate a matching tag as soon as it is pushed (or promoted) into the project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_push: Option<bool>,
+    /// A 5-field cron expression: replicate every matching tag at those minutes; `""`
+    /// removes the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The schedule's IANA time zone [default: UTC].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Accept any TLS certificate from the destination (a self-signed one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
+}
+
+impl std::fmt::Debug for ReplicationWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationWrite")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[hidden]"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A replication rule of a project: which of its images go to which registry, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replication {
+    pub id: i64,
+    pub project_id: i64,
+    pub name: String,
+    pub url: String,
+    pub namespace: String,
+    pub username: String,
+    /// Whether a password is set (it is never shown).
+    pub has_password: bool,
+    pub repositories: String,
+    pub tags: String,
+    pub on_push: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    pub time_zone: String,
+    /// The next scheduled run, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_at: Option<i64>,
+    pub enabled: bool,
+    pub insecure: bool,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<ReplicationRun>,
+}
+
+/// A run of a replication rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationRun {
+    pub id: i64,
+    pub replication_id: i64,
+    /// `push`, `schedule` or `manual`.
+    pub triggered_by: String,
+    /// The pushed image, for `push` runs (the others replicate every matching tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Who pushed, or asked for the run (`schedule` for scheduled ones).
+    pub actor: String,
+    /// `queued` (also while it waits to be tried again: then `error` says why the last
+    /// attempt failed), `running`, `succeeded` or `failed`.
+    pub status: String,
+    pub attempts: i64,
+    pub queued_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+    /// When a queued run is tried (again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<i64>,
+    /// Tags put at the destination.
+    pub images_copied: i64,
+    /// Tags the destination had already, with the same digest.
+    pub images_skipped: i64,
+    /// Blobs uploaded (the destination lacked them).
+    pub blobs_copied: i64,
+    /// Blobs the destination mounted from another of its repositories (no byte sent).
+    pub blobs_mounted: i64,
+    /// Blobs the destination had already.
+    pub blobs_skipped: i64,
+    /// Bytes uploaded.
+    pub bytes_copied: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
