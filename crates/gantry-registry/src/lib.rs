@@ -17,6 +17,9 @@
 //!   period, under the digest locks uploads take).
 //! - [`policy`]: tag immutability and retention rules of a project.
 //! - [`promote`]: promotion by digest between repositories (links, no bytes).
+//! - [`client`]: a client of other registries (Docker's token flow, Basic) and the copy of
+//!   an image by digest, only the blobs the destination lacks; [`replicate`]: a replication
+//!   rule's run, from this registry's store to another registry.
 //! - [`token`]: Docker's token flow: scopes, short-lived HS256 tokens carrying what the
 //!   [`token::Authority`] granted.
 //!
@@ -25,6 +28,7 @@
 //! `registry/<algorithm>/<xx>/<hex>`. A repository `team/app/web` belongs to the project
 //! whose path is its longest prefix (`team/app`).
 
+pub mod client;
 pub mod digest;
 pub mod error;
 pub mod gc;
@@ -33,6 +37,7 @@ pub mod manifest;
 pub mod names;
 pub mod policy;
 pub mod promote;
+pub mod replicate;
 pub mod token;
 mod uploads;
 

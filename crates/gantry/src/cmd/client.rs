@@ -192,6 +192,11 @@ impl Client {
         Ok(Client { base, token, http })
     }
 
+    /// The token it sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// The server's URL, without a trailing slash.
     pub fn base(&self) -> &str {
         &self.base

@@ -5,19 +5,19 @@
 //! to the same blobs, no byte moves, and the audit log says who promoted which digest.
 //!
 //! When either side is another registry (`harbor.example.com/team/app:1.4`, a Distribution
-//! registry, any OCI registry) the image is copied over the Distribution API: each blob the
-//! destination lacks is mounted (same registry) or streamed from the source, blobs it has are
-//! skipped, and the manifest is put byte for byte, so the digest stays the same.
+//! registry, any OCI registry) the image is copied over the Distribution API by
+//! `gantry_registry::client` (the client replication uses too): each blob the destination
+//! lacks is mounted (same registry) or streamed from the source, blobs it has are skipped,
+//! and the manifest is put byte for byte, so the digest stays the same (checked). This
+//! server's side goes with `--src-creds-env`/`--dest-creds-env`, or else the CLI's token.
 
 use super::client::{self, ApiFailure, Client, Conn, Output};
-use anyhow::{Context, Result, anyhow, bail};
-use base64::Engine as _;
+use anyhow::{Result, anyhow, bail};
 use gantry_api::rest::{ImagePromote, ImagePromoted};
-use reqwest::{Method, StatusCode, header};
-use serde_json::{Value, json};
-use std::collections::HashMap;
+use gantry_registry as registry;
+use registry::client::{Copier, Credentials, RemoteOptions};
+use serde_json::json;
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -129,65 +129,88 @@ async fn promote(a: PromoteArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let creds = |var: &Option<String>| -> Result<Option<(String, String)>, ApiFailure> {
+    let creds = |var: &Option<String>| -> Result<Option<Credentials>, ApiFailure> {
         let Some(var) = var else { return Ok(None) };
         let v = std::env::var(var).map_err(|_| usage(anyhow!("{var} is not set")))?;
         let (u, p) = v
             .split_once(':')
             .ok_or_else(|| usage(anyhow!("{var} must hold user:password")))?;
-        Ok(Some((u.to_string(), p.to_string())))
+        Ok(Some(Credentials {
+            username: u.to_string(),
+            password: p.to_string().into(),
+        }))
     };
-    let endpoint = |r: &Remote, c: Option<(String, String)>| {
+    let endpoint = |r: &Remote, c: Option<Credentials>| {
         let host = r.host.clone().unwrap_or_else(|| server_host.clone());
         let plain = a.plain_http
             || host.starts_with("127.")
             || host.starts_with("localhost")
             || host.starts_with("[::1]")
             || (r.host.is_none() && a.conn.server.starts_with("http://"));
-        Registry::new(
-            format!("{}://{host}", if plain { "http" } else { "https" }),
-            c,
-        )
+        let url = format!("{}://{host}", if plain { "http" } else { "https" });
+        registry::client::Remote::new(&url, c, RemoteOptions::default())
+            .map_err(|e| usage(e.into()))
     };
-    let from = endpoint(&src, creds(&a.src_creds_env)?);
-    let to = endpoint(&dst, creds(&a.dest_creds_env)?);
-    let same_registry = from.base == to.base;
-    let mut stats = Stats::default();
-    let digest = copy_manifest(
-        &from,
-        &src.name,
-        &src.reference,
-        &to,
-        &dst.name,
-        &dst.reference,
-        same_registry,
-        &mut stats,
-    )
-    .await
-    .map_err(|e| ApiFailure {
-        message: format!("{e:#}"),
-        exit: 1,
-        status: None,
-    })?;
+    let src_creds = own_credentials(&a.conn, local(&src), creds(&a.src_creds_env)?).await?;
+    let dst_creds = own_credentials(&a.conn, local(&dst), creds(&a.dest_creds_env)?).await?;
+    let from = endpoint(&src, src_creds)?;
+    let to = endpoint(&dst, dst_creds)?;
+    let mut copier = Copier::new(&from, &to);
+    let digest = copier
+        .copy(&src.name, &src.reference, &dst.name, &dst.reference)
+        .await
+        .map_err(|e| ApiFailure {
+            message: format!("{} → {}: {e}", a.source, a.destination),
+            exit: 1,
+            status: None,
+        })?;
+    let stats = copier.stats();
     if a.output.json() {
         client::print_json(&json!({
             "digest": digest, "source": a.source, "destination": a.destination,
-            "blobs_copied": stats.copied, "blobs_mounted": stats.mounted,
-            "blobs_present": stats.present, "bytes_copied": stats.bytes,
+            "blobs_copied": stats.blobs_copied, "blobs_mounted": stats.blobs_mounted,
+            "blobs_present": stats.blobs_skipped, "bytes_copied": stats.bytes_copied,
+            "manifests": stats.manifests, "already_there": stats.images_skipped == 1,
         }));
+    } else if stats.images_skipped == 1 {
+        println!("{} already names {digest}: nothing copied", a.destination);
     } else {
         println!(
             "copied {} → {} ({digest}): {} blob{} copied ({} bytes), {} mounted, {} already there",
             a.source,
             a.destination,
-            stats.copied,
-            if stats.copied == 1 { "" } else { "s" },
-            stats.bytes,
-            stats.mounted,
-            stats.present
+            stats.blobs_copied,
+            if stats.blobs_copied == 1 { "" } else { "s" },
+            stats.bytes_copied,
+            stats.blobs_mounted,
+            stats.blobs_skipped
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// This server's side without credentials: the CLI's own token (a personal access token as
+/// its owner, the administrator's token as anyone).
+async fn own_credentials(
+    conn: &Conn,
+    local: bool,
+    given: Option<Credentials>,
+) -> Result<Option<Credentials>, ApiFailure> {
+    if given.is_some() || !local {
+        return Ok(given);
+    }
+    let client = Client::new(conn).map_err(usage)?;
+    let Some(token) = client.token().map(String::from) else {
+        return Ok(None);
+    };
+    let username = match client.get("/api/v1/user").await {
+        Ok(me) => me["username"].as_str().unwrap_or("admin").to_string(),
+        Err(_) => "admin".to_string(),
+    };
+    Ok(Some(Credentials {
+        username,
+        password: token.into(),
+    }))
 }
 
 fn usage(e: anyhow::Error) -> ApiFailure {
@@ -196,374 +219,6 @@ fn usage(e: anyhow::Error) -> ApiFailure {
         exit: 2,
         status: None,
     }
-}
-
-#[derive(Debug, Default)]
-struct Stats {
-    copied: usize,
-    mounted: usize,
-    present: usize,
-    bytes: u64,
-}
-
-const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
-
-/// Copies a manifest (and what it needs) from one registry to another; its digest.
-#[allow(clippy::too_many_arguments)]
-async fn copy_manifest(
-    from: &Registry,
-    src: &str,
-    reference: &str,
-    to: &Registry,
-    dst: &str,
-    dst_reference: &str,
-    same_registry: bool,
-    stats: &mut Stats,
-) -> Result<String> {
-    let r = from
-        .send(
-            Method::GET,
-            src,
-            &format!("/v2/{src}/manifests/{reference}"),
-            "pull",
-            |rb| rb.header(header::ACCEPT, MANIFEST_TYPES),
-        )
-        .await?;
-    if !r.status().is_success() {
-        bail!("{}{src}:{reference}: {}", from.show(), explain(r).await);
-    }
-    let media_type = r
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/vnd.oci.image.manifest.v1+json")
-        .to_string();
-    let bytes = r.bytes().await?;
-    let digest = format!(
-        "sha256:{}",
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
-    );
-    let m: Value = serde_json::from_slice(&bytes).context("the source's manifest is not JSON")?;
-    if let Some(children) = m["manifests"].as_array() {
-        for c in children {
-            let d = c["digest"]
-                .as_str()
-                .context("an index entry without a digest")?;
-            Box::pin(copy_manifest(
-                from,
-                src,
-                d,
-                to,
-                dst,
-                d,
-                same_registry,
-                stats,
-            ))
-            .await?;
-        }
-    }
-    let mut blobs: Vec<(String, u64)> = Vec::new();
-    for d in std::iter::once(&m["config"]).chain(m["layers"].as_array().into_iter().flatten()) {
-        if let Some(digest) = d["digest"].as_str() {
-            blobs.push((digest.to_string(), d["size"].as_u64().unwrap_or(0)));
-        }
-    }
-    for (blob, _size) in blobs {
-        copy_blob(from, src, to, dst, &blob, same_registry, stats).await?;
-    }
-    let r = to
-        .send(
-            Method::PUT,
-            dst,
-            &format!("/v2/{dst}/manifests/{dst_reference}"),
-            "pull,push",
-            |rb| {
-                rb.header(header::CONTENT_TYPE, &media_type)
-                    .body(bytes.clone())
-            },
-        )
-        .await?;
-    if !r.status().is_success() {
-        bail!("{}{dst}:{dst_reference}: {}", to.show(), explain(r).await);
-    }
-    if let Some(got) = r
-        .headers()
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-        && got != digest
-    {
-        bail!("the destination stored the manifest as {got}, not {digest}");
-    }
-    Ok(digest)
-}
-
-async fn copy_blob(
-    from: &Registry,
-    src: &str,
-    to: &Registry,
-    dst: &str,
-    digest: &str,
-    same_registry: bool,
-    stats: &mut Stats,
-) -> Result<()> {
-    let head = to
-        .send(
-            Method::HEAD,
-            dst,
-            &format!("/v2/{dst}/blobs/{digest}"),
-            "pull,push",
-            |rb| rb,
-        )
-        .await?;
-    if head.status().is_success() {
-        stats.present += 1;
-        return Ok(());
-    }
-    if same_registry {
-        let r = to
-            .send(
-                Method::POST,
-                &format!("{dst} {src}"),
-                &format!("/v2/{dst}/blobs/uploads/?mount={digest}&from={src}"),
-                "pull,push",
-                |rb| rb,
-            )
-            .await?;
-        if r.status() == StatusCode::CREATED {
-            stats.mounted += 1;
-            return Ok(());
-        }
-    }
-    let r = from
-        .send(
-            Method::GET,
-            src,
-            &format!("/v2/{src}/blobs/{digest}"),
-            "pull",
-            |rb| rb,
-        )
-        .await?;
-    if !r.status().is_success() {
-        bail!("{}{src} blob {digest}: {}", from.show(), explain(r).await);
-    }
-    let len = r.content_length();
-    let start = to
-        .send(
-            Method::POST,
-            dst,
-            &format!("/v2/{dst}/blobs/uploads/"),
-            "pull,push",
-            |rb| rb,
-        )
-        .await?;
-    if start.status() != StatusCode::ACCEPTED {
-        bail!(
-            "{}{dst}: starting an upload: {}",
-            to.show(),
-            explain(start).await
-        );
-    }
-    let location = start
-        .headers()
-        .get(header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .context("the destination's upload has no Location")?
-        .to_string();
-    let url = if location.starts_with("http") {
-        location
-    } else {
-        format!("{}{location}", to.base)
-    };
-    let url = format!(
-        "{url}{}digest={digest}",
-        if url.contains('?') { "&" } else { "?" }
-    );
-    let body = reqwest::Body::wrap_stream(r.bytes_stream());
-    let mut rb = to.http.put(&url).body(body);
-    if let Some(n) = len {
-        rb = rb.header(header::CONTENT_LENGTH, n);
-    }
-    let rb = to.authorize(rb, dst, "pull,push").await?;
-    let done = rb.send().await?;
-    if done.status() != StatusCode::CREATED {
-        bail!("{}{dst} blob {digest}: {}", to.show(), explain(done).await);
-    }
-    stats.copied += 1;
-    stats.bytes += len.unwrap_or(0);
-    Ok(())
-}
-
-async fn explain(r: reqwest::Response) -> String {
-    let status = r.status();
-    let text = r.text().await.unwrap_or_default();
-    let msg = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| {
-            v["errors"][0]["message"]
-                .as_str()
-                .or(v["message"].as_str())
-                .map(String::from)
-        })
-        .unwrap_or(text);
-    format!("{status}: {msg}")
-}
-
-/// A registry spoken to over the Distribution API, with Docker's token flow.
-struct Registry {
-    base: String,
-    http: reqwest::Client,
-    creds: Option<(String, String)>,
-    /// Tokens by scope; `None` value: the registry wants Basic credentials.
-    tokens: Mutex<HashMap<String, Option<String>>>,
-}
-
-impl Registry {
-    fn new(base: String, creds: Option<(String, String)>) -> Registry {
-        Registry {
-            base,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::limited(5))
-                .build()
-                .expect("an HTTP client"),
-            creds,
-            tokens: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn show(&self) -> String {
-        format!("{}/", self.base.split_once("://").map_or("", |(_, h)| h))
-    }
-
-    fn basic(&self) -> Option<String> {
-        self.creds.as_ref().map(|(u, p)| {
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-            )
-        })
-    }
-
-    /// Adds what the registry wants for `repos` (space-separated names) and `actions`.
-    async fn authorize(
-        &self,
-        rb: reqwest::RequestBuilder,
-        repos: &str,
-        actions: &str,
-    ) -> Result<reqwest::RequestBuilder> {
-        let key = format!("{repos}|{actions}");
-        let known = self.tokens.lock().expect("tokens").get(&key).cloned();
-        Ok(match known {
-            Some(Some(t)) => rb.bearer_auth(t),
-            Some(None) => match self.basic() {
-                Some(b) => rb.header(header::AUTHORIZATION, b),
-                None => rb,
-            },
-            None => rb,
-        })
-    }
-
-    /// Sends a request, answering a 401 challenge once (a token for the scope, or Basic).
-    async fn send(
-        &self,
-        method: Method,
-        repos: &str,
-        path: &str,
-        actions: &str,
-        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response> {
-        let url = format!("{}{path}", self.base);
-        let rb = self
-            .authorize(
-                build(self.http.request(method.clone(), &url)),
-                repos,
-                actions,
-            )
-            .await?;
-        let r = rb
-            .send()
-            .await
-            .with_context(|| format!("{} {url}", method))?;
-        if r.status() != StatusCode::UNAUTHORIZED {
-            return Ok(r);
-        }
-        let challenge = r
-            .headers()
-            .get(header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let key = format!("{repos}|{actions}");
-        if challenge.to_ascii_lowercase().starts_with("bearer") {
-            let params = challenge_params(&challenge);
-            let realm = params
-                .get("realm")
-                .context("a Bearer challenge without a realm")?;
-            let mut q: Vec<(String, String)> = Vec::new();
-            if let Some(s) = params.get("service") {
-                q.push(("service".into(), s.clone()));
-            }
-            for repo in repos.split(' ') {
-                q.push(("scope".into(), format!("repository:{repo}:{actions}")));
-            }
-            let url = reqwest::Url::parse_with_params(realm, &q)
-                .with_context(|| format!("the token realm {realm}"))?;
-            let mut tr = self.http.get(url);
-            if let Some(b) = self.basic() {
-                tr = tr.header(header::AUTHORIZATION, b);
-            }
-            let t = tr
-                .send()
-                .await
-                .with_context(|| format!("asking {realm} for a token"))?;
-            if !t.status().is_success() {
-                bail!(
-                    "{}: the token endpoint refused: {}",
-                    self.show(),
-                    explain(t).await
-                );
-            }
-            let v: Value = t.json().await.context("the token endpoint's answer")?;
-            let token = v["token"]
-                .as_str()
-                .or(v["access_token"].as_str())
-                .context("the token endpoint sent no token")?
-                .to_string();
-            self.tokens.lock().expect("tokens").insert(key, Some(token));
-        } else {
-            if self.creds.is_none() {
-                bail!(
-                    "{}: credentials are needed (--src-creds-env / --dest-creds-env)",
-                    self.show()
-                );
-            }
-            self.tokens.lock().expect("tokens").insert(key, None);
-        }
-        let rb = self
-            .authorize(build(self.http.request(method, &url)), repos, actions)
-            .await?;
-        Ok(rb.send().await?)
-    }
-}
-
-/// `Bearer realm="…",service="…",scope="…"` → its parameters.
-fn challenge_params(c: &str) -> HashMap<String, String> {
-    let rest = c.split_once(' ').map_or("", |(_, r)| r);
-    let mut out = HashMap::new();
-    let mut s = rest;
-    while let Some(eq) = s.find('=') {
-        let key = s[..eq].trim().trim_start_matches(',').trim().to_string();
-        let after = &s[eq + 1..];
-        let (value, next) = if let Some(stripped) = after.strip_prefix('"') {
-            let end = stripped.find('"').unwrap_or(stripped.len());
-            (&stripped[..end], stripped.get(end + 1..).unwrap_or(""))
-        } else {
-            let end = after.find(',').unwrap_or(after.len());
-            (&after[..end], &after[end..])
-        };
-        out.insert(key, value.to_string());
-        s = next;
-    }
-    out
 }
 
 #[cfg(test)]
@@ -586,15 +241,5 @@ mod tests {
         let r = split("localhost/app:x").unwrap();
         assert_eq!(r.host.as_deref(), Some("localhost"));
         assert!(split("dev/app").is_err());
-    }
-
-    #[test]
-    fn challenges() {
-        let p = challenge_params(
-            r#"Bearer realm="http://h/v2/token",service="gantry-registry",scope="repository:a/b:pull,push""#,
-        );
-        assert_eq!(p["realm"], "http://h/v2/token");
-        assert_eq!(p["service"], "gantry-registry");
-        assert_eq!(p["scope"], "repository:a/b:pull,push");
     }
 }
