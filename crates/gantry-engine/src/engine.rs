@@ -13,7 +13,8 @@
 //!     (waits for the whole log) ─► retry? ─► advance
 //! ticker (every 250 ms): expired leases fail as runner_system_failure, delayed jobs whose
 //!     time has come become pending, live logs are synced to disk, SQLite's log checkpointed,
-//!     due cron schedules (schedules.rs) and polls (polling.rs) claimed and started in tasks
+//!     due cron schedules (schedules.rs) and polls (polling.rs) claimed and started in tasks,
+//!     due replication schedules (replication.rs) claimed and queued
 //! ```
 //!
 //! The database is the truth; the dispatcher's memory (who is online, which slots and
@@ -28,6 +29,7 @@ mod notify;
 mod outbox;
 mod polling;
 pub mod registry;
+pub mod replication;
 mod schedules;
 mod secrets;
 mod triggers;
@@ -133,6 +135,8 @@ struct Inner {
     /// Agents whose token was revoked while they were connected: their connection ends at
     /// their next message.
     revoked_agents: Mutex<std::collections::HashSet<i64>>,
+    /// Registry replication's worker (replication.rs).
+    replication: replication::Worker,
 }
 
 /// What the API caller is.
@@ -211,6 +215,7 @@ impl Engine {
                 registration_hash: hash_token(registration_token),
                 polls: polling::Polls::default(),
                 revoked_agents: Mutex::new(std::collections::HashSet::new()),
+                replication: replication::Worker::default(),
             }),
         };
         engine.recover().await?;
@@ -299,6 +304,7 @@ impl Engine {
         // Claims only: the pipelines are created in tasks of their own.
         self.fire_due_schedules().await;
         self.start_due_polls().await;
+        self.queue_due_replications().await;
         // Live logs reach the disk within a tick (appends are not synced one by
         // one; see gantry_store::logs).
         let logs = self.inner.logs.clone();

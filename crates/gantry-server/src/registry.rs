@@ -3,12 +3,21 @@
 //! administrator's token or a running job's `CI_JOB_TOKEN`; what each may do in a project is
 //! `Engine::registry_actions`. The `/v2/` routes themselves are `gantry_registry::router`,
 //! merged beside the route table (they authorize with registry tokens, not API tokens).
+//! [`RegistryReplicator`] lends the registry's copy to the engine's replication worker.
 
 use gantry_engine::Engine;
 use gantry_engine::engine::registry::RegistryPrincipal;
+use gantry_engine::engine::replication::{
+    ReplicationFailure, ReplicationReport, ReplicationTask, Replicator,
+};
 use gantry_engine::error::EngineError;
+use gantry_registry::client::Credentials;
+use gantry_registry::replicate::{Destination, Filters, Selection};
 use gantry_registry::{Actions, Authority, Refusal};
+use gantry_store::db::replication::ReplicationCounts;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 
 /// The engine as the registry's authority.
 #[derive(Debug, Clone)]
@@ -74,5 +83,68 @@ impl Authority for EngineAuthority {
                 Some(Vec::new())
             }
         }
+    }
+}
+
+/// The registry as the engine's [`Replicator`]: filters are `gantry_registry::replicate`'s,
+/// and a run is the registry's copy of what the rule selects to its destination.
+#[derive(Debug, Clone)]
+pub struct RegistryReplicator {
+    pub registry: ServerRegistry,
+    /// Connecting to the destination, and each read from it, at most this long.
+    pub timeout: std::time::Duration,
+}
+
+impl Replicator for RegistryReplicator {
+    fn check_filters(&self, repositories: &str, tags: &str) -> Result<(), String> {
+        Filters::new(repositories, tags).map(drop)
+    }
+
+    fn matches(&self, repositories: &str, tags: &str, repository: &str, tag: &str) -> bool {
+        Filters::new(repositories, tags).is_ok_and(|f| f.matches(repository, tag))
+    }
+
+    fn replicate(
+        &self,
+        task: ReplicationTask,
+    ) -> Pin<Box<dyn Future<Output = ReplicationReport> + Send + 'static>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let sel = Selection {
+                project_id: task.project_id,
+                project_path: task.project_path,
+                repositories: task.repositories,
+                tags: task.tags,
+                image: task.image,
+            };
+            let credentials =
+                (!task.username.is_empty() || task.password.is_some()).then(|| Credentials {
+                    username: task.username,
+                    password: task.password.unwrap_or_else(|| String::new().into()),
+                });
+            let dest = Destination {
+                url: task.url,
+                namespace: task.namespace,
+                credentials,
+                insecure: task.insecure,
+                timeout: this.timeout,
+            };
+            let (stats, result) = this.registry.replicate(&sel, &dest).await;
+            let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            ReplicationReport {
+                counts: ReplicationCounts {
+                    images_copied: n(stats.images_copied),
+                    images_skipped: n(stats.images_skipped),
+                    blobs_copied: n(stats.blobs_copied),
+                    blobs_mounted: n(stats.blobs_mounted),
+                    blobs_skipped: n(stats.blobs_skipped),
+                    bytes_copied: n(stats.bytes_copied),
+                },
+                failure: result.err().map(|e| ReplicationFailure {
+                    retry: e.retryable(),
+                    message: e.message,
+                }),
+            }
+        })
     }
 }

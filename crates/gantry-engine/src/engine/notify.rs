@@ -46,6 +46,8 @@ pub const EVENTS: &[&str] = &[
     "image_pulled",
     "image_deleted",
     "image_promoted",
+    "replication_succeeded",
+    "replication_failed",
 ];
 const DEFAULT_EVENTS: &[&str] = &["failed", "fixed", "manual"];
 const CHAT_KINDS: &[&str] = &["slack", "dingtalk", "feishu", "teams", "generic"];
@@ -324,10 +326,15 @@ impl Engine {
         Ok(queued)
     }
 
-    /// A registry event (`image_pushed`, `image_pulled`, `image_deleted`, `image_promoted`)
-    /// to the project's channels that want it: `doc` is the message (and the body of
-    /// `generic` webhooks). Logs failures; never the registry's failure.
+    /// A registry event (`image_pushed`, `image_pulled`, `image_deleted`, `image_promoted`,
+    /// `replication_succeeded`, `replication_failed`) to the project's channels that want
+    /// it: `doc` is the message (and the body of `generic` webhooks). A tag pushed or
+    /// promoted also queues the project's on-push replications (replication.rs). Logs
+    /// failures; never the registry's failure.
     pub async fn registry_event(&self, project_id: i64, event: &str, mut doc: Value) {
+        if matches!(event, "image_pushed" | "image_promoted") {
+            self.queue_push_replications(project_id, &doc).await;
+        }
         let run = async {
             let channels = self.inner.db.channels(project_id).await?;
             let wanting: Vec<_> = channels
@@ -474,7 +481,7 @@ impl Engine {
         }
         if let Some(e) = events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
             return Err(bad(format!(
-                "unknown event '{e}': use failed, fixed, succeeded, manual, image_pushed, image_pulled, image_deleted or image_promoted"
+                "unknown event '{e}': use failed, fixed, succeeded, manual, image_pushed, image_pulled, image_deleted, image_promoted, replication_succeeded or replication_failed"
             )));
         }
         events.dedup();

@@ -499,6 +499,37 @@ async fn http_outcome(sent: reqwest::Result<reqwest::Response>, chat: Option<&st
 pub(super) fn message(doc: &Value) -> (String, String) {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let event = s(&doc["event"]);
+    if let Some(outcome) = event.strip_prefix("replication_") {
+        let r = &doc["replication"];
+        let run = &doc["run"];
+        let subject = format!(
+            "{} {}: replication '{}' to {} {outcome}",
+            if outcome == "failed" { "❌" } else { "🔁" },
+            s(&doc["project"]["path"]),
+            s(&r["name"]),
+            s(&r["url"])
+        );
+        let mut text = match doc["tag"].as_str() {
+            Some(t) => format!("Image: {}:{t}\n", s(&doc["repository"])),
+            None => "Every matching tag\n".to_string(),
+        };
+        text.push_str(&format!(
+            "Run: #{} ({}, {} attempt(s))\nImages: {} copied, {} already there\nBlobs: {} copied ({} bytes), {} mounted, {} already there\n",
+            run["id"].as_i64().unwrap_or_default(),
+            s(&run["triggered_by"]),
+            run["attempts"].as_i64().unwrap_or_default(),
+            run["images_copied"].as_i64().unwrap_or_default(),
+            run["images_skipped"].as_i64().unwrap_or_default(),
+            run["blobs_copied"].as_i64().unwrap_or_default(),
+            run["bytes_copied"].as_i64().unwrap_or_default(),
+            run["blobs_mounted"].as_i64().unwrap_or_default(),
+            run["blobs_skipped"].as_i64().unwrap_or_default(),
+        ));
+        if let Some(e) = doc["error"].as_str() {
+            text.push_str(&format!("Error: {e}\n"));
+        }
+        return (subject, text);
+    }
     if let Some(verb) = event.strip_prefix("image_") {
         let image = match doc["tag"].as_str() {
             Some(t) => format!("{}:{t}", s(&doc["repository"])),

@@ -10,6 +10,7 @@ pub mod logs;
 pub mod meta;
 pub mod notify;
 pub mod registry;
+pub mod replication;
 pub mod schedules;
 pub mod triggers;
 pub mod variables;
@@ -292,6 +293,58 @@ pub const ROUTES: &[Route] = &[
         Project(Role::Maintainer),
         "Change the project's registry settings",
         Some("RegistrySettings"),
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/replications",
+        Project(Role::Developer),
+        "The project's registry replication rules (where its images are pushed, on push or on \
+         a schedule), each with its last run; passwords are never shown",
+        None,
+    ),
+    r(
+        "POST",
+        "/api/v1/projects/{project}/replications",
+        Project(Role::Maintainer),
+        "Make a replication rule: the destination registry (URL, namespace, credentials; the \
+         password is write-only), repository and tag globs, on_push and/or a cron schedule",
+        Some("ReplicationWrite"),
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/replications/{id}",
+        Project(Role::Developer),
+        "A replication rule, with its last run and next scheduled run",
+        None,
+    ),
+    r(
+        "PUT",
+        "/api/v1/projects/{project}/replications/{id}",
+        Project(Role::Maintainer),
+        "Change a replication rule's fields (absent ones stay; \"password\": \"\" removes it)",
+        Some("ReplicationWrite"),
+    ),
+    r(
+        "DELETE",
+        "/api/v1/projects/{project}/replications/{id}",
+        Project(Role::Maintainer),
+        "Delete a replication rule and its runs' history",
+        None,
+    ),
+    r(
+        "POST",
+        "/api/v1/projects/{project}/replications/{id}/run",
+        Project(Role::Maintainer),
+        "Replicate every matching tag now: 202 with the queued run",
+        None,
+    ),
+    r(
+        "GET",
+        "/api/v1/projects/{project}/replications/{id}/runs",
+        Project(Role::Developer),
+        "A replication rule's runs, newest first: trigger, status, attempts, images and blobs \
+         copied or skipped, bytes, error",
+        None,
     ),
     r(
         "GET",
@@ -1003,6 +1056,13 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/projects/{project}/robots") => post(registry::create_robot),
         ("DELETE", "/api/v1/projects/{project}/robots/{id}") => delete(registry::revoke_robot),
         ("PUT", "/api/v1/projects/{project}/registry") => put(registry::set_settings),
+        ("GET", "/api/v1/projects/{project}/replications") => get(replication::list),
+        ("POST", "/api/v1/projects/{project}/replications") => post(replication::create),
+        ("GET", "/api/v1/projects/{project}/replications/{id}") => get(replication::get),
+        ("PUT", "/api/v1/projects/{project}/replications/{id}") => put(replication::update),
+        ("DELETE", "/api/v1/projects/{project}/replications/{id}") => delete(replication::delete),
+        ("POST", "/api/v1/projects/{project}/replications/{id}/run") => post(replication::run),
+        ("GET", "/api/v1/projects/{project}/replications/{id}/runs") => get(replication::runs),
         ("GET", "/api/v1/projects/{project}/webhook-deliveries") => get(hooks::deliveries),
         ("GET", "/api/v1/projects/{project}/schedules") => get(schedules::list),
         ("POST", "/api/v1/projects/{project}/schedules") => post(schedules::create),
@@ -1160,10 +1220,17 @@ pub(crate) fn stream_reader(
 }
 
 /// Whether `gantry registry` (the registry alone) serves a route: accounts, projects and
-/// their members, the registry's settings, robots, promotion and collection, notification
-/// channels (registry events), the audit log; not pipelines, jobs, agents or webhooks.
+/// their members, the registry's settings, robots, replication rules, promotion and
+/// collection, notification channels (registry events), the audit log; not pipelines, jobs, agents or webhooks.
 pub fn registry_route(route: &Route) -> bool {
-    const PROJECT_PARTS: &[&str] = &["", "members", "registry", "robots", "notifications"];
+    const PROJECT_PARTS: &[&str] = &[
+        "",
+        "members",
+        "registry",
+        "robots",
+        "notifications",
+        "replications",
+    ];
     let p = route.path;
     if let Some(rest) = p.strip_prefix("/api/v1/projects/{project}") {
         let part = rest.trim_start_matches('/').split('/').next().unwrap_or("");
@@ -1331,6 +1398,7 @@ pub fn openapi() -> Value {
         schedules::schemas(),
         variables::schemas(),
         registry::schemas(),
+        replication::schemas(),
     ] {
         if let (Some(all), Value::Object(more)) =
             (doc["components"]["schemas"].as_object_mut(), more)

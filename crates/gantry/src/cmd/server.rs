@@ -1,5 +1,6 @@
 //! `gantry server`: the store, the engine and the HTTP API in one process, with an agent
-//! of its own unless `--no-local-agent`.
+//! of its own unless `--no-local-agent`; the registry, its collection task and its
+//! replication (the engine's worker, the registry's copy).
 //!
 //! The data directory holds everything of the embedded default: `gantry.db` (SQLite),
 //! `logs/`, `blobs/`, `git/` (the mirrors), the local agent's state, and three secrets made on
@@ -74,6 +75,16 @@ pub struct Args {
     /// Seconds during which new links, blobs and uploads are never collected.
     #[arg(long, default_value_t = 3600, env = "GANTRY_REGISTRY_GC_GRACE")]
     pub registry_gc_grace: u64,
+    /// Milliseconds before the first retry of a replication run that failed for a reason
+    /// that may pass (an unreachable or busy destination); doubled at each attempt, up to 30
+    /// minutes, 5 attempts in all.
+    #[arg(
+        long,
+        default_value_t = 30_000,
+        env = "GANTRY_REPLICATION_RETRY_MS",
+        hide = true
+    )]
+    pub replication_retry_ms: u64,
     /// Email (SMTP) and the outbox of commit statuses and notifications.
     #[command(flatten)]
     pub notify: notify::NotifyArgs,
@@ -248,6 +259,16 @@ async fn serve(args: Args, registry_only: bool) -> Result<ExitCode> {
             }
         });
     }
+    engine.start_replication(
+        Arc::new(gantry_server::registry::RegistryReplicator {
+            registry: registry.clone(),
+            timeout: Duration::from_secs(60),
+        }),
+        gantry_engine::engine::replication::ReplicationConfig {
+            retry_base: Duration::from_millis(args.replication_retry_ms.max(1)),
+            ..Default::default()
+        },
+    );
     let state = AppState {
         engine,
         metrics: gantry_server::metrics_handle(),
