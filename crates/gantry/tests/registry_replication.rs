@@ -3,8 +3,8 @@
 //! on push (only matching tags; a second image sharing layers sends only the missing
 //! blobs; the digest is the same at the peer), on a schedule, run now; wrong credentials and
 //! an unreachable peer fail with errors that say what to do; a queued run survives
-//! `kill -9`; passwords are never shown nor stored in plaintext; only maintainers manage
-//! rules. `gantry image promote` both ways between Gantry and the peer. On SQLite and
+//! `kill -9`; passwords are never shown nor stored in plaintext, and `rotate-key` reseals
+//! them; only maintainers manage rules. `gantry image promote` both ways between Gantry and the peer. On SQLite and
 //! PostgreSQL.
 
 mod common;
@@ -169,6 +169,21 @@ fn runs(api: &Api, rule: i64) -> Vec<Value> {
         .clone()
 }
 
+/// `gantry admin rotate-key` on the server's data, while it runs.
+fn rotate_key(s: &Server) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"));
+    cmd.args(["admin", "rotate-key", "--data-dir"])
+        .arg(s.data.path())
+        .env_remove("GANTRY_DATABASE_URL")
+        .env_remove("GANTRY_SECRETS_KEY")
+        .env_remove("GANTRY_SECRETS_KEY_FILE");
+    if let Backend::Postgres(url) = &s.opts.backend {
+        cmd.args(["--database-url", url]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "rotate-key: {out:?}");
+}
+
 fn id(v: &Value) -> i64 {
     v["id"].as_i64().unwrap_or_else(|| panic!("no id in {v}"))
 }
@@ -294,6 +309,97 @@ fn on_push_replicates_matching_tags_with_their_digest_and_only_missing_blobs() {
             v3
         );
 
+        // Docker's media types, and an index (one image new, one the peer has) go as they are.
+        let layer_d = b"layer of the docker-typed image".repeat(100);
+        assert_eq!(oci.push_blob(&token, "dev/app", &layer_d).status, 201);
+        let config = json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).to_string();
+        let docker = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                "digest": sha256(config.as_bytes()), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                "digest": sha256(&layer_d), "size": layer_d.len()}],
+        })
+        .to_string();
+        let v5 = sha256(docker.as_bytes());
+        // By digest first (no tag: no run), then listed in an index with v1.
+        let r = oci.call(
+            "PUT",
+            &format!("/v2/dev/app/manifests/{v5}"),
+            Some(&token),
+            &[(
+                "Content-Type",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            )],
+            docker.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{what}: {}", r.text());
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                    "digest": v5, "size": docker.len(), "platform": {"architecture": "arm64", "os": "linux"}},
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": v1, "size": at_peer.body.len(), "platform": {"architecture": "amd64", "os": "linux"}},
+            ],
+        })
+        .to_string();
+        let v6 = sha256(index.as_bytes());
+        let r = oci.call(
+            "PUT",
+            "/v2/dev/app/manifests/v6",
+            Some(&token),
+            &[("Content-Type", "application/vnd.oci.image.index.v1+json")],
+            index.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{what}: {}", r.text());
+        let run = wait_run(&s, &mia, rule_id, "the run of the index", |r| {
+            r["tag"] == "v6"
+        });
+        assert_eq!(run["status"], "succeeded", "{what}: {run}");
+        assert_eq!(
+            (
+                run["images_copied"].as_i64(),
+                run["blobs_copied"].as_i64(),
+                run["blobs_skipped"].as_i64()
+            ),
+            (Some(1), Some(1), Some(1)),
+            "{what}: the new image's layer; its config was there; v1 was not looked into: {run}"
+        );
+        let at_peer = peer_manifest(&peer, None, "mirror/app", "v6");
+        assert_eq!(
+            at_peer.header("docker-content-digest"),
+            v6,
+            "{what}: {}",
+            at_peer.text()
+        );
+        assert_eq!(
+            at_peer.header("content-type"),
+            "application/vnd.oci.image.index.v1+json"
+        );
+        let child = Oci::new(&format!("http://{}", peer.addr())).call(
+            "GET",
+            &format!("/v2/mirror/app/manifests/{v5}"),
+            None,
+            &[(
+                "Accept",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            )],
+            b"",
+        );
+        assert_eq!(child.status, 200, "{what}: {}", child.text());
+        assert_eq!(
+            sha256(&child.body),
+            v5,
+            "{what}: the Docker manifest as it was"
+        );
+        assert_eq!(
+            child.header("content-type"),
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+
         // The audit log has the rule's making.
         let log = s.api().get("/api/v1/audit-log?per_page=100").unwrap();
         assert!(
@@ -370,6 +476,19 @@ fn wrong_credentials_and_unreachable_peers_fail_with_what_to_do_and_passwords_st
     for db in backends("repl_fail") {
         let what = db.name();
         let (mut s, mia, _) = setup(&db, 200);
+        // Runs' ends reach the project's channels.
+        let rt = common::fake::runtime();
+        let hook = common::fake::fake(&rt, 200, json!({}));
+        let slack = common::fake::fake(&rt, 200, json!({}));
+        for (kind, url) in [("generic", hook.uri()), ("slack", slack.uri())] {
+            s.api()
+                .post(
+                    "/api/v1/projects/dev/notifications",
+                    json!({"kind": kind, "url": format!("{url}/hook"),
+                        "events": ["replication_succeeded", "replication_failed"]}),
+                )
+                .unwrap();
+        }
         let peer_creds = Creds::new("peeruser", "peer-pass-8f3d1c");
         let peer = PeerRegistry::start_with_auth(Some(&peer_creds)).unwrap();
         let oci = Oci::new(&s.url);
@@ -458,6 +577,69 @@ fn wrong_credentials_and_unreachable_peers_fail_with_what_to_do_and_passwords_st
         let audit = s.api().get_text("/api/v1/audit-log?per_page=100").unwrap();
         assert!(audit.contains("replication.update"), "{what}");
         assert!(!audit.contains(&peer_creds.password), "{what}");
+
+        let events = wait_for(T, "two events", || {
+            let b = common::fake::bodies(&rt, &hook);
+            (b.len() >= 2).then_some(b)
+        });
+        assert_eq!(
+            events[0]["event"], "replication_failed",
+            "{what}: {events:?}"
+        );
+        assert_eq!(events[0]["replication"]["name"], "authed");
+        assert!(
+            events[0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("authentication failed"),
+            "{what}: {events:?}"
+        );
+        assert_eq!(
+            events[1]["event"], "replication_succeeded",
+            "{what}: {events:?}"
+        );
+        assert_eq!(events[1]["run"]["images_copied"], 1, "{what}: {events:?}");
+        let texts = wait_for(T, "two messages", || {
+            let b = common::fake::bodies(&rt, &slack);
+            (b.len() >= 2).then_some(b)
+        });
+        let first = texts[0]["text"].as_str().unwrap();
+        assert!(
+            first.contains(&format!(
+                "dev: replication 'authed' to http://{} failed",
+                peer.addr()
+            )) && first.contains("check the user name and password"),
+            "{what}: {first}"
+        );
+        for b in events.iter().chain(&texts) {
+            let text = b.to_string();
+            assert!(
+                !text.contains(wrong) && !text.contains(&peer_creds.password),
+                "{text}"
+            );
+        }
+
+        // `gantry admin rotate-key` reseals the password while the server runs: it opens.
+        let sealed = format!("SELECT password FROM registry_replications WHERE id = {rule_id}");
+        let before = s.sql(&sealed);
+        rotate_key(&s);
+        let after = s.sql(&sealed);
+        assert!(
+            after.starts_with("gsec1:") && after != before,
+            "{what}: {before} → {after}"
+        );
+        let run = mia
+            .post(
+                &format!("/api/v1/projects/dev/replications/{rule_id}/run"),
+                json!({}),
+            )
+            .unwrap();
+        let run_id = id(&run);
+        let run = wait_run(&s, &mia, rule_id, "the run after the rotation", |r| {
+            id(r) == run_id
+        });
+        assert_eq!(run["status"], "succeeded", "{what}: {run}");
+        assert_eq!(run["images_skipped"], 1, "{what}: {run}");
 
         // An unreachable peer: tried again with backoff, then failed, saying so.
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
