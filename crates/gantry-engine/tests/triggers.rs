@@ -1,18 +1,25 @@
 //! Cron schedules and polling on a real engine with a manual clock: a schedule fires at its
 //! minute and not before, in its time zone, once after a restart that missed several runs,
 //! never while inactive, once when two engines share the database; bad input is refused and
-//! stores nothing; a poll comes when its interval has passed on the same clock. On SQLite always and on PostgreSQL when `GANTRY_TEST_POSTGRES_URL` is set
+//! stores nothing; a poll comes when its interval has passed on the same clock; a
+//! replication rule's schedule queues one run per slot, which the worker retries. On SQLite always and on PostgreSQL when `GANTRY_TEST_POSTGRES_URL` is set
 //! (`GANTRY_REQUIRE_POSTGRES=1` makes its absence a failure).
 //!
 //! Each engine lives in a runtime of its own: dropping the runtime stops it (its ticker and
 //! tasks) as a stopped server would be, and a new one starts on the same database.
 
-use gantry_api::rest::{self, Pipeline, ProjectCreate};
-use gantry_engine::{Clock, Engine, EngineConfig, EngineError};
+use gantry_api::rest::{self, Pipeline, ProjectCreate, ReplicationWrite};
+
+use gantry_engine::engine::replication::{
+    ReplicationConfig, ReplicationFailure, ReplicationReport, ReplicationTask, Replicator,
+};
+use gantry_engine::{Caller, Clock, Engine, EngineConfig, EngineError};
 use gantry_pipeline::trigger::Trigger;
 use gantry_store::blob::FsBlobStore;
 use gantry_store::db::PageReq;
+use gantry_store::db::replication::ReplicationCounts;
 use gantry_store::logs::LogStore;
+use gantry_store::secrets::ExposeSecret;
 use gantry_store::{Db, Keyring};
 use serde_json::json;
 use std::path::Path;
@@ -507,6 +514,150 @@ fn polls_come_by_the_same_clock() {
             ("push", "main")
         );
         assert_eq!(e.trigger(ps[0].id).user.login, "polling");
+        e.stop();
+    }
+}
+
+/// A replicator that records its tasks, fails the first one for a reason that may pass, and
+/// succeeds afterwards.
+#[derive(Default)]
+struct FakeReplicator {
+    tasks: std::sync::Mutex<Vec<ReplicationTask>>,
+}
+
+impl Replicator for FakeReplicator {
+    fn check_filters(&self, repositories: &str, _tags: &str) -> Result<(), String> {
+        (repositories != "[").then_some(()).ok_or("bad glob".into())
+    }
+
+    fn matches(&self, _: &str, _: &str, _: &str, _: &str) -> bool {
+        true
+    }
+
+    fn replicate(
+        &self,
+        task: ReplicationTask,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ReplicationReport> + Send + 'static>> {
+        let mut tasks = self.tasks.lock().unwrap();
+        tasks.push(task);
+        let first = tasks.len() == 1;
+        Box::pin(async move {
+            ReplicationReport {
+                counts: ReplicationCounts {
+                    images_copied: i64::from(!first),
+                    ..Default::default()
+                },
+                failure: first.then(|| ReplicationFailure {
+                    message: "peer.example.com cannot be reached".into(),
+                    retry: true,
+                }),
+            }
+        })
+    }
+}
+
+#[test]
+fn a_replication_schedule_fires_once_at_its_minute_and_its_run_is_retried() {
+    for site in sites("replication") {
+        // 01:00 in Paris (UTC+1 in early March).
+        let clock = Clock::manual(DAY0);
+        let e = Running::start(&site, &clock);
+        e.project(&site);
+        let fake = Arc::new(FakeReplicator::default());
+        let config = ReplicationConfig {
+            retry_base: Duration::from_millis(50),
+            ..Default::default()
+        };
+        let f = fake.clone();
+        e.run(async |e| e.start_replication(f, config));
+        let req =
+            |body: serde_json::Value| -> ReplicationWrite { serde_json::from_value(body).unwrap() };
+        let bad = e.run(async |e| {
+            e.create_replication(
+                "team/app",
+                req(json!({"name": "x", "url": "h", "repositories": "["})),
+                &Caller::Admin,
+            )
+            .await
+        });
+        assert!(
+            bad.unwrap_err().to_string().contains("bad glob"),
+            "{}",
+            site.backend
+        );
+        let rule = e.run(async |e| {
+            e.create_replication(
+                "team/app",
+                req(
+                    json!({"name": "nightly", "url": "peer.example.com", "username": "u",
+                    "password": "pw-1", "schedule": "0 3 * * *", "time_zone": "Europe/Paris"}),
+                ),
+                &Caller::Admin,
+            )
+            .await
+            .unwrap()
+        });
+        assert_eq!(rule.next_run_at, Some(DAY0 + 2 * HOUR), "{}", site.backend);
+        assert_eq!(rule.url, "https://peer.example.com");
+        let runs = || {
+            e.run(async |e| {
+                e.replication_runs("team/app", rule.id, PageReq::new(None, None))
+                    .await
+                    .unwrap()
+                    .items
+            })
+        };
+
+        clock.set_ms(DAY0 + 2 * HOUR - 30_000);
+        ticks();
+        assert!(runs().is_empty(), "{}: nothing at 02:59:30", site.backend);
+
+        clock.set_ms(DAY0 + 2 * HOUR + 5_000);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let run = loop {
+            let r = runs();
+            if let Some(done) = r.iter().find(|r| r.status == "succeeded") {
+                break done.clone();
+            }
+            assert!(Instant::now() < deadline, "{}: {r:#?}", site.backend);
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(
+            (
+                run.triggered_by.as_str(),
+                run.actor.as_str(),
+                run.attempts,
+                run.images_copied
+            ),
+            ("schedule", "schedule", 2, 1),
+            "{}: {run:?}",
+            site.backend
+        );
+        ticks();
+        assert_eq!(runs().len(), 1, "{}: once per slot", site.backend);
+        let after = e.run(async |e| e.replication("team/app", rule.id).await.unwrap());
+        assert_eq!(
+            after.next_run_at,
+            Some(DAY0 + DAY + 2 * HOUR),
+            "{}",
+            site.backend
+        );
+        let tasks = fake.tasks.lock().unwrap();
+        assert_eq!(tasks.len(), 2);
+        let t = &tasks[1];
+        assert_eq!(
+            (t.url.as_str(), t.username.as_str(), t.image.as_ref()),
+            ("https://peer.example.com", "u", None)
+        );
+        assert_eq!(
+            t.password
+                .as_ref()
+                .map(|p| p.expose_secret().to_string())
+                .as_deref(),
+            Some("pw-1"),
+            "the password opened for the run"
+        );
+        drop(tasks);
         e.stop();
     }
 }
