@@ -784,6 +784,10 @@ fn maintainers_manage_rules_and_bad_input_says_what_to_write() {
                 json!({"name": "x", "url": "h", "schedule": "0 3 * * *", "time_zone": "Mars/Base"}),
                 "IANA",
             ),
+            (
+                json!({"name": "x", "url": "h", "time_zone": "Mars/Base"}),
+                "IANA",
+            ),
             (json!({"name": "r", "url": "h"}), "named 'r'"),
             (
                 json!({"name": "x", "url": "h", "colour": "red"}),

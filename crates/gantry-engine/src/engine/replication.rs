@@ -354,6 +354,8 @@ impl Engine {
             } else {
                 tz.to_string()
             };
+            // Checked now, also without a schedule yet.
+            When::parse("* * * * *", &f.time_zone)?;
         }
         let when_changed = req.schedule.is_some()
             || req.time_zone.is_some()
