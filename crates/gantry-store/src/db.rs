@@ -23,7 +23,8 @@ mod variables;
 
 pub use accounts::{AuditEntry, AuditRow, MemberRow, NewUser, SessionRow, TokenRow, UserRow};
 pub use registry::{
-    ManifestRow, NewManifest, RegistrySettingsRow, RepositoryRow, RobotRow, TagRow,
+    ManifestRow, NewManifest, PULL_RECORD_INTERVAL, RegistrySettingsRow, RepositoryRow, RobotRow,
+    TagRow,
 };
 pub use schedules::{NewSchedule, PollingRow, ScheduleRow, ScheduleUpdate};
 pub use triggers::{MergeRequestState, TriggerTokenRow};

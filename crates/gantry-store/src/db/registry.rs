@@ -124,8 +124,9 @@ impl RobotRow {
 const ROBOT_COLS: &str = "id, project_id, name, hint, actions, expires_at, revoked, created_by, \
                           created_at, last_used_at";
 
-/// Pulls are written at most this often per tag (ms): a pull is a read.
-const PULL_RECORD_INTERVAL_MS: i64 = 60 * 60 * 1000;
+/// Pulls are written at most this often per tag: a pull is a read.
+pub const PULL_RECORD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+const PULL_RECORD_INTERVAL_MS: i64 = PULL_RECORD_INTERVAL.as_millis() as i64;
 
 impl Db {
     // ---- settings -------------------------------------------------------------------------
