@@ -17,6 +17,8 @@
 //!   period, under the digest locks uploads take).
 //! - [`policy`]: tag immutability and retention rules of a project.
 //! - [`promote`]: promotion by digest between repositories (links, no bytes).
+//! - [`browse`]: what the web UI shows of a manifest (layers, config, platforms, the bytes it
+//!   holds) and its deletion of a tag (the checks and the event of the API's `DELETE`).
 //! - [`token`]: Docker's token flow: scopes, short-lived HS256 tokens carrying what the
 //!   [`token::Authority`] granted.
 //!
@@ -25,6 +27,7 @@
 //! `registry/<algorithm>/<xx>/<hex>`. A repository `team/app/web` belongs to the project
 //! whose path is its longest prefix (`team/app`).
 
+pub mod browse;
 pub mod digest;
 pub mod error;
 pub mod gc;
