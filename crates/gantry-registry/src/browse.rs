@@ -240,7 +240,7 @@ impl<A: Authority> Registry<A> {
             ));
         }
         let db = &self.inner.db;
-        let repo = db.repository(name).await?.ok_or_else(|| {
+        let repo = self.repository(name).await?.ok_or_else(|| {
             RegistryError::new(
                 Code::NameUnknown,
                 format!("repository {name} is not known to this registry"),

@@ -1114,25 +1114,16 @@ async fn delete_manifest<A: Authority>(
     reference: &str,
 ) -> Result<Response> {
     let claims = reg.authorize(headers, name, Need::Delete)?;
+    if !reference.contains(':') {
+        // A tag: the same path as the web UI's Delete button.
+        reg.delete_tag(name, reference, &claims.sub).await?;
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
     let repo = reg.repo_for_read(name).await?;
-    let digest = find_manifest(reg, &repo, name, reference)
-        .await
-        .map(|m| m.digest)
-        .unwrap_or_default();
-    let done = if reference.contains(':') {
-        let d = digest_param(reference)?;
-        reg.check_manifest_removal(&repo, &d.to_string()).await?;
-        reg.inner
-            .db
-            .delete_manifest(repo.id, &d.to_string())
-            .await?
-    } else if valid_tag(reference) {
-        reg.check_tag_change(&repo, reference, None).await?;
-        reg.inner.db.delete_tag(repo.id, reference).await?
-    } else {
-        return Err(tag_invalid(reference));
-    };
-    if !done {
+    let d = digest_param(reference)?;
+    let digest = d.to_string();
+    reg.check_manifest_removal(&repo, &digest).await?;
+    if !reg.inner.db.delete_manifest(repo.id, &digest).await? {
         return Err(RegistryError::new(
             Code::ManifestUnknown,
             format!("manifest {reference} is not in {name}"),
@@ -1142,7 +1133,7 @@ async fn delete_manifest<A: Authority>(
         kind: "image_deleted",
         project_id: repo.project_id,
         repository: name.to_string(),
-        tag: (!reference.contains(':')).then(|| reference.to_string()),
+        tag: None,
         digest,
         actor: claims.sub.clone(),
     });
