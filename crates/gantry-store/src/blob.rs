@@ -22,6 +22,8 @@
 //! removed (a delete racing a put into the same folder would break the put's rename); they
 //! are few: one per kind of blob and per project.
 
+pub mod s3;
+
 use crate::{Result, StoreError};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
