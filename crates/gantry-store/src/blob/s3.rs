@@ -301,6 +301,9 @@ impl S3BlobStore {
                     "{endpoint} refused the credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the role the server runs as) and that they may {step} in the bucket {:?}",
                     self.settings.bucket
                 ),
+                Trouble::Unreachable => format!(
+                    "{endpoint} could not be reached: check AWS_ENDPOINT_URL (AWS_ALLOW_HTTP=true for http://), AWS_REGION, and that this machine reaches it"
+                ),
                 Trouble::Other => format!(
                     "{endpoint} did not answer as S3 does: check AWS_ENDPOINT_URL (AWS_ALLOW_HTTP=true for http://), AWS_REGION, that the server reaches it, and the credentials"
                 ),
@@ -376,10 +379,13 @@ impl S3BlobStore {
             .wait(self.store.put_multipart(path))
             .map_err(|e| remote(format!("starting the upload of the blob {key}"), e))?;
         let mut w = WriteMultipart::new_with_chunk_size(upload, part);
-        // `put` spawns each full part's request on the runtime.
-        let _runtime = self.handle.enter();
+        // `put` spawns each full part's request as a task: on the runtime.
+        let put = |w: &mut WriteMultipart, bytes: Vec<u8>| {
+            let _runtime = self.handle.enter();
+            w.put(Bytes::from(bytes));
+        };
         let mut size = first.len() as u64;
-        w.put(Bytes::from(first));
+        put(&mut w, first);
         let sent = loop {
             if let Err(e) = self.wait(w.wait_for_capacity(PARTS_IN_FLIGHT)) {
                 break Err(remote(format!("uploading the blob {key}"), e));
@@ -392,7 +398,7 @@ impl S3BlobStore {
                 break Ok(());
             }
             size += buf.len() as u64;
-            w.put(Bytes::from(buf));
+            put(&mut w, buf);
         };
         match sent {
             Ok(()) => {
@@ -414,6 +420,8 @@ impl S3BlobStore {
 enum Trouble {
     NoBucket,
     Credentials,
+    /// No HTTP answer at all (refused, timed out, TLS failed).
+    Unreachable,
     Other,
 }
 
@@ -444,6 +452,8 @@ impl Trouble {
             || text.contains("401 Unauthorized")
         {
             Trouble::Credentials
+        } else if text.contains("HTTP error") || text.contains("error sending request") {
+            Trouble::Unreachable
         } else {
             Trouble::Other
         }
