@@ -252,6 +252,15 @@ async fn serve(args: Args, registry_only: bool) -> Result<ExitCode> {
             }
         });
     }
+    // Memory freed after a burst goes back to the system within a second or two.
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let _ = tokio::task::spawn_blocking(gantry_malloc::release_free_memory).await;
+        }
+    });
     let state = AppState {
         engine,
         metrics: gantry_server::metrics_handle(),
