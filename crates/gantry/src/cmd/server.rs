@@ -2,18 +2,19 @@
 //! of its own unless `--no-local-agent`.
 //!
 //! The data directory holds everything of the embedded default: `gantry.db` (SQLite),
-//! `logs/`, `blobs/`, `git/` (the mirrors), the local agent's state, and three secrets made on
-//! first start, readable by the owner only: `admin-token` (the API's administrator),
+//! `logs/`, `blobs/` (unless `--blob-store` puts them in a bucket: [`blobs`]), `git/` (the
+//! mirrors), the local agent's state, and three secrets made on first start, readable by the
+//! owner only: `admin-token` (the API's administrator),
 //! `registration-token` (for `gantry agent --token`) and `secrets.key`, the keyring that
 //! encrypts project credentials and webhook secrets in the database (see [`keyring`]).
 
+mod blobs;
 mod notify;
 
 use anyhow::{Context, Result};
 use gantry_engine::{Engine, EngineConfig};
 use gantry_runner::agent::{AgentConfig, ExecutorKind};
 use gantry_server::AppState;
-use gantry_store::blob::FsBlobStore;
 use gantry_store::logs::LogStore;
 use gantry_store::secrets::KEY_ENV;
 use gantry_store::{Db, Keyring};
@@ -74,6 +75,9 @@ pub struct Args {
     /// Seconds during which new links, blobs and uploads are never collected.
     #[arg(long, default_value_t = 3600, env = "GANTRY_REGISTRY_GC_GRACE")]
     pub registry_gc_grace: u64,
+    /// Where blobs are kept: a directory, or S3-compatible object storage.
+    #[command(flatten)]
+    pub blobs: blobs::BlobArgs,
     /// Email (SMTP) and the outbox of commit statuses and notifications.
     #[command(flatten)]
     pub notify: notify::NotifyArgs,
@@ -188,7 +192,7 @@ async fn serve(args: Args, registry_only: bool) -> Result<ExitCode> {
         .await
         .with_context(|| format!("opening the database {}", redact(&db_url)))?;
     let logs = LogStore::open(data.join("logs")).context("opening the log store")?;
-    let blobs = Arc::new(FsBlobStore::open(data.join("blobs")).context("opening the blob store")?);
+    let (blobs, blobs_at) = args.blobs.open(&data).await?;
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -276,6 +280,7 @@ async fn serve(args: Args, registry_only: bool) -> Result<ExitCode> {
     });
     println!("listening on {url}");
     println!("data directory {}", data.display());
+    println!("blob store {blobs_at}");
 
     let agent = if args.no_local_agent {
         None
