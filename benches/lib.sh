@@ -12,7 +12,8 @@
 #   bench_apt CMD=PKG...           install Debian package PKG when CMD is missing
 #   bench_install_gcl              gitlab-ci-local $GCL_VERSION into $NODE_DIR, unless there
 #   bench_install_hyperfine        hyperfine from Debian, unless on PATH
-#   bench_build_gantry             cargo build --release -p gantry
+#   bench_build_gantry             cargo build --release -p gantry; with BENCH_GANTRY=path,
+#                                  that binary instead, unbuilt (GANTRY is set to it)
 #   bench_unset_gcl_env            unset every GCL_* variable (gitlab-ci-local reads them as options)
 #   bench_machine                  one line: cores, CPU, memory, OS
 #   bench_revision                 short HEAD, with +dirty when crates/ or Cargo.* have changes
@@ -68,6 +69,12 @@ bench_install_hyperfine() {
 }
 
 bench_build_gantry() {
+    if [[ -n ${BENCH_GANTRY:-} ]]; then
+        GANTRY=$BENCH_GANTRY
+        [[ -x $GANTRY ]] || die "BENCH_GANTRY: no executable at $GANTRY"
+        say "measuring $GANTRY (BENCH_GANTRY; not built)"
+        return
+    fi
     say "building gantry (release) into $CARGO_TARGET_DIR"
     cargo build --release --quiet -p gantry --manifest-path "$BENCH_ROOT/Cargo.toml" >&2 ||
         die "cargo build --release -p gantry failed (see above)"

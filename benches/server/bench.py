@@ -127,6 +127,27 @@ class System:
 # --- measurement -------------------------------------------------------------------------
 
 
+def rss_parts_kib(pids):
+    """Where the servers' resident memory is (their own processes, not descendants), KiB:
+    the pages of files mapped executable or read-only (code and constants, shared with the
+    page cache) and the anonymous rest (heap, stacks)."""
+    parts = {"file_kib": 0, "anon_kib": 0}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key == "Rss":
+                        rss = int(value.split()[0])
+                    elif key == "Anonymous":
+                        anon = int(value.split()[0])
+            parts["anon_kib"] += anon
+            parts["file_kib"] += rss - anon
+        except (OSError, ValueError, UnboundLocalError):
+            pass
+    return parts
+
+
 def rss_kib(pids):
     """VmRSS of PIDS and all their descendants, KiB."""
     children = {}
@@ -270,6 +291,7 @@ def measure(system, args):
 
     time.sleep(2)
     res["rss_after_kib"] = rss_kib(system.server_pids())
+    res["rss_after_parts_kib"] = rss_parts_kib(system.server_pids())
     res["helper_rss_after_kib"] = rss_kib(system.helper_pids())
     return res
 

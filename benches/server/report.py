@@ -72,6 +72,12 @@ def main():
             f"(of which {r['throughput_trigger_s']} s sending the triggers); jobs at once: {r['workers']}; "
             f"server started in {r['start_s']} s; "
             + (
+                f"server RSS after the runs: {round(p['file_kib'] / 1024, 1)} MiB of mapped files "
+                f"(code, libraries), {round(p['anon_kib'] / 1024, 1)} MiB anonymous; "
+                if (p := r.get("rss_after_parts_kib"))
+                else ""
+            )
+            + (
                 f"worker/agent RSS idle {round(r['helper_rss_idle_kib'] / 1024, 1)} MiB."
                 if r["helper_rss_idle_kib"]
                 else "no separate workers/agents (the agent runs inside the server, in its memory)."

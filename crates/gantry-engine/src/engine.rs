@@ -555,6 +555,12 @@ impl Engine {
             .ok_or_else(|| EngineError::not_found(format!("project '{key}'")))
     }
 
+    /// The registry's `HOST[:PORT]`, as image references start (`CI_REGISTRY`): the
+    /// external URL's authority.
+    pub fn registry_host(&self) -> String {
+        registry_host(&self.inner.config.external_url)
+    }
+
     pub async fn project(&self, id: i64) -> Result<rest::Project> {
         Ok(project_dto(&self.project_row(id).await?))
     }

@@ -69,6 +69,8 @@ impl EngineError {
             EngineError::Store(s) if s.is_full() => 507,
             EngineError::Store(StoreError::NotFound(_)) => 404,
             EngineError::Store(StoreError::Conflict(_)) => 409,
+            // Object storage failed after its retries: worth trying again later.
+            EngineError::Store(StoreError::Remote { .. }) => 503,
             EngineError::Hook(h) => h.status(),
             EngineError::Store(_) | EngineError::Internal(_) => 500,
         }

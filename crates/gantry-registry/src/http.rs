@@ -140,7 +140,7 @@ impl<A: Authority> Registry<A> {
 
     /// The repository a read names; NAME_UNKNOWN when it has never been pushed to.
     async fn repo_for_read(&self, name: &str) -> Result<RepositoryRow> {
-        self.inner.db.repository(name).await?.ok_or_else(|| {
+        self.repository(name).await?.ok_or_else(|| {
             RegistryError::new(
                 Code::NameUnknown,
                 format!("repository {name} is not known to this registry"),
@@ -150,7 +150,7 @@ impl<A: Authority> Registry<A> {
 
     /// The repository a push names, made on its first push inside its project.
     pub(crate) async fn repo_for_write(&self, name: &str) -> Result<RepositoryRow> {
-        if let Some(r) = self.inner.db.repository(name).await? {
+        if let Some(r) = self.repository(name).await? {
             return Ok(r);
         }
         let project = self.project_of(name).await?.ok_or_else(|| {
@@ -166,7 +166,7 @@ impl<A: Authority> Registry<A> {
 
     /// The project whose path is the longest prefix of `name`.
     pub async fn project_of(&self, name: &str) -> Result<Option<i64>> {
-        if let Some(r) = self.inner.db.repository(name).await? {
+        if let Some(r) = self.repository(name).await? {
             return Ok(Some(r.project_id));
         }
         for candidate in project_candidates(name) {
@@ -549,14 +549,7 @@ async fn get_blob<A: Authority>(
         .ok_or_else(|| blob_unknown(name, &d))? as u64;
     if !with_body {
         // A client that finds the blob will not push it: keep it through collection.
-        reg.inner
-            .db
-            .touch_link(
-                repo.id,
-                &d.to_string(),
-                reg.inner.gc_grace.as_millis() as i64 / 4,
-            )
-            .await?;
+        reg.keep_link(repo.id, &d.to_string()).await?;
     }
     let r = range(headers, size)?;
     let (status, start, len) = match r {
@@ -697,7 +690,7 @@ async fn start_upload<A: Authority>(
         // Mounting needs pull in the source: otherwise it is a plain upload, as the spec says.
         if valid_name(from)
             && claims.actions(from).pull
-            && let Some(src) = reg.inner.db.repository(from).await?
+            && let Some(src) = reg.repository(from).await?
             && reg
                 .inner
                 .db
@@ -942,12 +935,7 @@ async fn get_manifest<A: Authority>(
         .await
         .expect("manifest read")?;
         if !reference.contains(':') {
-            let (db, id, tag) = (reg.inner.db.clone(), repo.id, reference.to_string());
-            tokio::spawn(async move {
-                if let Err(e) = db.record_pull(id, &tag).await {
-                    tracing::warn!("recording a pull: {e}");
-                }
-            });
+            reg.record_pull(repo.id, reference, &m.digest);
         }
         reg.emit(crate::Event {
             kind: "image_pulled",
@@ -1126,25 +1114,16 @@ async fn delete_manifest<A: Authority>(
     reference: &str,
 ) -> Result<Response> {
     let claims = reg.authorize(headers, name, Need::Delete)?;
+    if !reference.contains(':') {
+        // A tag: the same path as the web UI's Delete button.
+        reg.delete_tag(name, reference, &claims.sub).await?;
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
     let repo = reg.repo_for_read(name).await?;
-    let digest = find_manifest(reg, &repo, name, reference)
-        .await
-        .map(|m| m.digest)
-        .unwrap_or_default();
-    let done = if reference.contains(':') {
-        let d = digest_param(reference)?;
-        reg.check_manifest_removal(&repo, &d.to_string()).await?;
-        reg.inner
-            .db
-            .delete_manifest(repo.id, &d.to_string())
-            .await?
-    } else if valid_tag(reference) {
-        reg.check_tag_change(&repo, reference, None).await?;
-        reg.inner.db.delete_tag(repo.id, reference).await?
-    } else {
-        return Err(tag_invalid(reference));
-    };
-    if !done {
+    let d = digest_param(reference)?;
+    let digest = d.to_string();
+    reg.check_manifest_removal(&repo, &digest).await?;
+    if !reg.inner.db.delete_manifest(repo.id, &digest).await? {
         return Err(RegistryError::new(
             Code::ManifestUnknown,
             format!("manifest {reference} is not in {name}"),
@@ -1154,7 +1133,7 @@ async fn delete_manifest<A: Authority>(
         kind: "image_deleted",
         project_id: repo.project_id,
         repository: name.to_string(),
-        tag: (!reference.contains(':')).then(|| reference.to_string()),
+        tag: None,
         digest,
         actor: claims.sub.clone(),
     });
@@ -1258,7 +1237,7 @@ async fn referrers<A: Authority>(
 ) -> Result<Response> {
     reg.authorize(headers, name, Need::Pull)?;
     let d = digest_param(digest)?;
-    let rows = match reg.inner.db.repository(name).await? {
+    let rows = match reg.repository(name).await? {
         Some(repo) => reg.inner.db.referrers(repo.id, &d.to_string()).await?,
         None => Vec::new(),
     };

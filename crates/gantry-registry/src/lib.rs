@@ -17,6 +17,8 @@
 //!   period, under the digest locks uploads take).
 //! - [`policy`]: tag immutability and retention rules of a project.
 //! - [`promote`]: promotion by digest between repositories (links, no bytes).
+//! - [`browse`]: what the web UI shows of a manifest (layers, config, platforms, the bytes it
+//!   holds) and its deletion of a tag (the checks and the event of the API's `DELETE`).
 //! - [`client`]: a client of other registries (Docker's token flow, Basic) and the copy of
 //!   an image by digest, only the blobs the destination lacks; [`replicate`]: a replication
 //!   rule's run, from this registry's store to another registry.
@@ -28,6 +30,7 @@
 //! `registry/<algorithm>/<xx>/<hex>`. A repository `team/app/web` belongs to the project
 //! whose path is its longest prefix (`team/app`).
 
+pub mod browse;
 pub mod client;
 pub mod digest;
 pub mod error;
@@ -47,6 +50,8 @@ pub use token::{Actions, Authority, Refusal, TokenKeys};
 
 use gantry_store::Db;
 use gantry_store::blob::BlobStore;
+use gantry_store::db::RepositoryRow;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -101,7 +106,50 @@ struct Inner<A> {
     /// Digest locks (striped): an upload holds its digest's from "is it stored?" to "it is
     /// linked"; garbage collection from "forgotten" to "bytes deleted".
     locks: Vec<tokio::sync::Mutex<()>>,
+    /// Repositories by name, as found in the store. A repository row never changes and is
+    /// never deleted once made, so an entry cannot go stale; it saves a query per request.
+    repositories: std::sync::Mutex<HashMap<String, RepositoryRow>>,
+    /// Writes this process made lately that would change nothing if made again (a tag's
+    /// last pull, a blob link kept young): each pull and HEAD would otherwise take the
+    /// store's write lock.
+    recent: Recent,
 }
+
+/// Keys written at most this long ago, by when.
+#[derive(Default)]
+struct Recent(std::sync::Mutex<HashMap<String, std::time::Instant>>);
+
+impl Recent {
+    /// True when `key` was recorded less than `within` ago; records it otherwise.
+    fn seen(&self, key: String, within: std::time::Duration) -> bool {
+        let now = std::time::Instant::now();
+        let mut map = self.0.lock().expect("recent writes");
+        if map
+            .get(&key)
+            .is_some_and(|t| now.duration_since(*t) < within)
+        {
+            return true;
+        }
+        if map.len() >= RECENT_KEPT {
+            map.retain(|_, t| now.duration_since(*t) < within);
+            if map.len() >= RECENT_KEPT {
+                map.clear();
+            }
+        }
+        map.insert(key, now);
+        false
+    }
+
+    fn forget(&self, key: &str) {
+        self.0.lock().expect("recent writes").remove(key);
+    }
+}
+
+/// Recent writes remembered at most.
+const RECENT_KEPT: usize = 65_536;
+
+/// Repositories remembered at most; past it the memory starts again.
+const REPOSITORIES_CACHED: usize = 4096;
 
 /// What happened to an image, for the server's notifications (webhooks, chats, email).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +185,8 @@ impl<A: Authority> Registry<A> {
                 durable: config.durable,
                 gc_grace: config.gc_grace,
                 locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+                repositories: std::sync::Mutex::new(HashMap::new()),
+                recent: Recent::default(),
             }),
         })
     }
@@ -163,11 +213,111 @@ impl<A: Authority> Registry<A> {
         &self.inner.keys
     }
 
+    /// The repository `name`, from memory when it was seen before.
+    pub(crate) async fn repository(
+        &self,
+        name: &str,
+    ) -> gantry_store::Result<Option<RepositoryRow>> {
+        if let Some(r) = self
+            .inner
+            .repositories
+            .lock()
+            .expect("repositories")
+            .get(name)
+        {
+            return Ok(Some(r.clone()));
+        }
+        let found = self.inner.db.repository(name).await?;
+        if let Some(r) = &found {
+            let mut cache = self.inner.repositories.lock().expect("repositories");
+            if cache.len() >= REPOSITORIES_CACHED {
+                cache.clear();
+            }
+            cache.insert(name.to_string(), r.clone());
+        }
+        Ok(found)
+    }
+
+    /// Records that `tag` (pointing at `digest`) of a repository was pulled, at most once
+    /// per interval of the store's (later pulls would not change the row), in a task.
+    pub(crate) fn record_pull(&self, repository_id: i64, tag: &str, digest: &str) {
+        let key = format!("pull {repository_id} {tag} {digest}");
+        if self
+            .inner
+            .recent
+            .seen(key.clone(), gantry_store::db::PULL_RECORD_INTERVAL)
+        {
+            return;
+        }
+        let (this, tag) = (self.clone(), tag.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = this.inner.db.record_pull(repository_id, &tag).await {
+                tracing::warn!("recording a pull: {e}");
+                this.inner.recent.forget(&key);
+            }
+        });
+    }
+
+    /// Keeps a repository's link to a blob young (collection spares it for a grace), with
+    /// one write per quarter of the grace at most: the link is then at most half a grace
+    /// old (a write skipped a quarter after one that found the link a quarter old), so the
+    /// blob a client found stays for at least half a grace (30 minutes by default).
+    pub(crate) async fn keep_link(
+        &self,
+        repository_id: i64,
+        digest: &str,
+    ) -> gantry_store::Result<()> {
+        let every = self.inner.gc_grace / 4;
+        let key = format!("link {repository_id} {digest}");
+        if self.inner.recent.seen(key.clone(), every) {
+            return Ok(());
+        }
+        let r = self
+            .inner
+            .db
+            .touch_link(repository_id, digest, every.as_millis() as i64)
+            .await;
+        if r.is_err() {
+            self.inner.recent.forget(&key);
+        }
+        r
+    }
+
     /// The lock of a digest's stripe.
     pub(crate) async fn lock_digest(&self, d: &digest::Digest) -> tokio::sync::MutexGuard<'_, ()> {
         let stripe = u8::from_str_radix(&d.hex()[..2], 16).unwrap_or(0) as usize;
         self.inner.locks[stripe % self.inner.locks.len()]
             .lock()
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn recent_writes_are_skipped_within_their_window_only() {
+        let r = Recent::default();
+        let long = Duration::from_secs(60);
+        assert!(!r.seen("a".into(), long), "a first write is made");
+        assert!(
+            r.seen("a".into(), long),
+            "the same write within the window is skipped"
+        );
+        assert!(!r.seen("b".into(), long), "another key is its own");
+        r.forget("a");
+        assert!(
+            !r.seen("a".into(), long),
+            "a forgotten write (it failed) is made again"
+        );
+        let short = Duration::from_millis(5);
+        assert!(!r.seen("c".into(), short));
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(
+            !r.seen("c".into(), short),
+            "past the window the write is made again"
+        );
     }
 }

@@ -16,7 +16,7 @@ const DOCKER_SCHEMA1: [&str; 2] = [
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
 ];
 /// Layers that live elsewhere (Windows base layers): not required in the repository.
-const FOREIGN_LAYERS: [&str; 4] = [
+pub(crate) const FOREIGN_LAYERS: [&str; 4] = [
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
     "application/vnd.oci.image.layer.nondistributable.v1.tar",
     "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",

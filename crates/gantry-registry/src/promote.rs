@@ -81,7 +81,7 @@ impl<A: Authority> Registry<A> {
         by: &str,
     ) -> Result<Promoted> {
         let db = &self.inner.db;
-        let src = db.repository(&source.name).await?.ok_or_else(|| {
+        let src = self.repository(&source.name).await?.ok_or_else(|| {
             RegistryError::new(
                 Code::NameUnknown,
                 format!("repository {} is not known to this registry", source.name),

@@ -127,51 +127,15 @@ impl Uploads {
     /// Appends a request body to the upload, hashing it on the way. The socket is read on
     /// the runtime; the frames (not copied: `Bytes` are shared) go in batches to two
     /// blocking threads, one writing the file and one hashing, so that reading, writing and
-    /// hashing overlap.
+    /// hashing overlap. A body that ends within its first batch (a small blob, a config, the
+    /// empty body of docker's closing PUT) is written and hashed by one blocking task, or by
+    /// none when it is empty: two threads per request would cost more than the bytes.
     pub async fn append(&self, id: &str, up: &mut Upload, body: Body) -> Result<()> {
-        let path = self.path(id);
-        let start = up.size;
-        let (wtx, mut wrx) = tokio::sync::mpsc::channel::<Batch>(2);
-        let writer = tokio::task::spawn_blocking(move || {
-            let mut written = 0u64;
-            let result = (|| {
-                let mut f = OpenOptions::new().append(true).open(&path)?;
-                while let Some(batch) = wrx.blocking_recv() {
-                    for b in batch.iter() {
-                        f.write_all(b)?;
-                        written += b.len() as u64;
-                    }
-                }
-                Ok(())
-            })();
-            if result.is_err() {
-                // Part of a frame may be in the file: cut it back to what was counted.
-                if let Ok(f) = OpenOptions::new().write(true).open(&path) {
-                    let _ = f.set_len(start + written);
-                }
-            }
-            (written, result)
-        });
-        let (htx, hasher) = match up.hasher.take() {
-            Some(mut h) => {
-                let (htx, mut hrx) = tokio::sync::mpsc::channel::<Batch>(2);
-                let task = tokio::task::spawn_blocking(move || {
-                    while let Some(batch) = hrx.blocking_recv() {
-                        for b in batch.iter() {
-                            h.update(b);
-                        }
-                    }
-                    h
-                });
-                (Some(htx), Some(task))
-            }
-            None => (None, None),
-        };
         let mut stream = body.into_data_stream();
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batched = 0;
         let mut body_error = None;
-        let mut writer_failed = false;
+        let mut pipe: Option<Pipe> = None;
         loop {
             let frame = stream.next().await;
             let end = match frame {
@@ -186,29 +150,23 @@ impl Uploads {
                 }
                 None => true,
             };
-            if (batched >= BATCH || end) && !batch.is_empty() {
-                let b: Batch = Arc::new(std::mem::take(&mut batch));
+            if batched >= BATCH || (end && pipe.is_some()) {
+                let p = pipe.get_or_insert_with(|| Pipe::start(self.path(id), up));
                 batched = 0;
-                if let Some(h) = &htx {
-                    let _ = h.send(b.clone()).await;
-                }
-                if wtx.send(b).await.is_err() {
-                    writer_failed = true;
+                if !p.send(Arc::new(std::mem::take(&mut batch))).await {
+                    break; // the writer failed: it says why below
                 }
             }
-            if end || writer_failed {
-                break; // a writer that failed says why below
+            if end {
+                break;
             }
         }
-        drop((wtx, htx));
-        let (written, result) = writer.await.expect("upload writer");
-        let hasher = match hasher {
-            Some(t) => Some(t.await.expect("upload hasher")),
-            None => None,
+        let (written, result) = match pipe {
+            Some(p) => p.finish(up).await,
+            None if batch.is_empty() => (0, Ok(())),
+            None => self.append_small(id, up, batch).await,
         };
-        up.size = start + written;
-        // The hash covers what was written only when every batch was.
-        up.hasher = if result.is_ok() { hasher } else { None };
+        up.size += written;
         result.map_err(|e| storage_error("writing an upload", e))?;
         if let Some(e) = body_error {
             // What arrived is kept: the client may resume from `Range`.
@@ -220,6 +178,30 @@ impl Uploads {
             ));
         }
         Ok(())
+    }
+
+    /// Writes and hashes a body that fit in one batch, on one blocking thread.
+    async fn append_small(
+        &self,
+        id: &str,
+        up: &mut Upload,
+        frames: Vec<Bytes>,
+    ) -> (u64, io::Result<()>) {
+        let path = self.path(id);
+        let start = up.size;
+        let mut hasher = up.hasher.take();
+        let (written, result, hasher) = tokio::task::spawn_blocking(move || {
+            let (written, result) = write_frames(&path, start, std::iter::once(&frames));
+            if let (Some(h), Ok(())) = (&mut hasher, &result) {
+                frames.iter().for_each(|b| h.update(b));
+            }
+            (written, result, hasher)
+        })
+        .await
+        .expect("upload write");
+        // The hash covers what was written only when all of it was.
+        up.hasher = if result.is_ok() { hasher } else { None };
+        (written, result)
     }
 
     /// Checks a complete upload against `expected`; the file to move into the blob store.
@@ -246,6 +228,99 @@ impl Uploads {
         }
         Ok(path)
     }
+}
+
+/// The writer and hasher threads of a large body, fed the same batches.
+struct Pipe {
+    writer: tokio::task::JoinHandle<(u64, io::Result<()>)>,
+    wtx: tokio::sync::mpsc::Sender<Batch>,
+    hasher: Option<(
+        tokio::sync::mpsc::Sender<Batch>,
+        tokio::task::JoinHandle<Hasher>,
+    )>,
+}
+
+impl Pipe {
+    fn start(path: PathBuf, up: &mut Upload) -> Pipe {
+        let start = up.size;
+        let (wtx, mut wrx) = tokio::sync::mpsc::channel::<Batch>(2);
+        let writer = tokio::task::spawn_blocking(move || {
+            write_frames(&path, start, std::iter::from_fn(|| wrx.blocking_recv()))
+        });
+        let hasher = up.hasher.take().map(|mut h| {
+            let (htx, mut hrx) = tokio::sync::mpsc::channel::<Batch>(2);
+            let task = tokio::task::spawn_blocking(move || {
+                while let Some(batch) = hrx.blocking_recv() {
+                    batch.iter().for_each(|b| h.update(b));
+                }
+                h
+            });
+            (htx, task)
+        });
+        Pipe {
+            writer,
+            wtx,
+            hasher,
+        }
+    }
+
+    /// Hands a batch to both threads; false when the writer has stopped (it failed).
+    async fn send(&self, batch: Batch) -> bool {
+        if let Some((htx, _)) = &self.hasher {
+            let _ = htx.send(batch.clone()).await;
+        }
+        self.wtx.send(batch).await.is_ok()
+    }
+
+    /// Waits for both threads; the bytes written and the write's outcome. The upload keeps
+    /// the hash only when every batch was written.
+    async fn finish(self, up: &mut Upload) -> (u64, io::Result<()>) {
+        let Pipe {
+            writer,
+            wtx,
+            hasher,
+        } = self;
+        drop(wtx);
+        let hasher = match hasher {
+            Some((htx, task)) => {
+                drop(htx);
+                Some(task.await.expect("upload hasher"))
+            }
+            None => None,
+        };
+        let (written, result) = writer.await.expect("upload writer");
+        up.hasher = if result.is_ok() { hasher } else { None };
+        (written, result)
+    }
+}
+
+/// Appends batches of frames to the upload file that has `start` bytes; on an error, cuts
+/// the file back to what was counted as written (part of a frame may be in it).
+fn write_frames<B>(
+    path: &Path,
+    start: u64,
+    batches: impl IntoIterator<Item = B>,
+) -> (u64, io::Result<()>)
+where
+    B: std::ops::Deref<Target = Vec<Bytes>>,
+{
+    let mut written = 0u64;
+    let result = (|| {
+        let mut f = OpenOptions::new().append(true).open(path)?;
+        for batch in batches {
+            for b in batch.iter() {
+                f.write_all(b)?;
+                written += b.len() as u64;
+            }
+        }
+        Ok(())
+    })();
+    if result.is_err()
+        && let Ok(f) = OpenOptions::new().write(true).open(path)
+    {
+        let _ = f.set_len(start + written);
+    }
+    (written, result)
 }
 
 /// The digest of a file.

@@ -4,8 +4,8 @@
 //! peer (CNCF Distribution) side by side.
 //!
 //! Everything that is not the registry's work happens before the clock starts: the data is
-//! generated from a seeded RNG, every digest is computed, and a token is fetched for every
-//! repository the run touches. What is timed is HTTP requests and, on pulls, hashing what comes
+//! generated from a seeded RNG, every digest is computed, a token is fetched for every
+//! repository the run touches, and what earlier phases wrote is flushed to disk (`sync`). What is timed is HTTP requests and, on pulls, hashing what comes
 //! back to verify it (a real client does that too).
 //!
 //! Authentication follows the Docker token flow, generically: `GET /v2/` answers 200 (no
@@ -89,6 +89,14 @@ struct Args {
     /// reported as `server_cpu`.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The large scenario's phases: push-put, push-patch, pull (several: comma-separated;
+    /// the pull reads what push-put stored, which is pushed untimed when it is left out).
+    #[arg(
+        long,
+        default_value = "push-put,push-patch,pull",
+        value_delimiter = ','
+    )]
+    large_phases: Vec<String>,
 }
 
 /// `--server-pid`, for [`all_at_once`].
@@ -703,11 +711,22 @@ fn total_requests(regs: &[Arc<Reg>]) -> u64 {
 }
 
 /// Runs `f(client index)` on every client at once; the wall time of the slowest.
+/// Writes the page cache's dirty pages to disk before a phase (`sync`), so that a phase does
+/// not pay for the previous one's writeback: the kernel throttles writers once dirty pages
+/// pass a share of memory, and a fast system would otherwise be billed for the gigabytes it
+/// stored a moment before. Every system gets the same.
+fn settle_page_cache() {
+    if let Err(e) = std::process::Command::new("sync").status() {
+        eprintln!("sync before a phase failed ({e}); phases may bill each other's writeback");
+    }
+}
+
 async fn all_at_once<F, Fut>(n: usize, f: F) -> Result<f64>
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
+    settle_page_cache();
     let server = SERVER_PID.get().map(u32::to_string);
     let cpu = || (server.as_deref().and_then(cpu_seconds), cpu_seconds("self"));
     let before = cpu();
@@ -767,7 +786,14 @@ async fn large(args: &Args) -> Result<()> {
         );
     }
     let manifests = Arc::new(manifests);
+    let timed = |phase: &str| args.large_phases.iter().any(|p| p == phase);
     for (m, mode) in modes.iter().enumerate() {
+        let phase = format!("push-{mode}");
+        // push-put also stores what the pull reads.
+        let needed = timed(&phase) || (m == 0 && timed("pull"));
+        if !needed {
+            continue;
+        }
         let before = total_requests(&regs);
         let secs = all_at_once(n, |c| {
             let reg = regs[c].clone();
@@ -785,6 +811,9 @@ async fn large(args: &Args) -> Result<()> {
             }
         })
         .await?;
+        if !timed(&phase) {
+            continue;
+        }
         emit(
             &format!("large-push-{mode}"),
             n,
@@ -797,6 +826,9 @@ async fn large(args: &Args) -> Result<()> {
             "large-push-{mode}: {n} x {} MiB in {secs:.2}s",
             args.layer_mib
         );
+    }
+    if !timed("pull") {
+        return Ok(());
     }
     let before = total_requests(&regs);
     let secs = all_at_once(n, |c| {

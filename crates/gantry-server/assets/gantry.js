@@ -354,7 +354,39 @@
     });
   }
 
+  // ---- copy buttons: a digest, a secret (hidden without this script) -------------------------
+  function copyButtons() {
+    document.querySelectorAll("button.copy[data-copy]").forEach(function (b) {
+      b.hidden = false;
+      b.addEventListener("click", function () {
+        var text = b.dataset.copy;
+        var done = function () {
+          b.textContent = "Copied";
+          b.classList.add("copied");
+          setTimeout(function () { b.textContent = "Copy"; b.classList.remove("copied"); }, 1500);
+        };
+        // Without the clipboard API (plain http): a selected textarea and the copy command.
+        var fallback = function () {
+          var ta = document.createElement("textarea");
+          ta.value = text;
+          ta.setAttribute("readonly", "");
+          ta.style.position = "fixed";
+          ta.style.opacity = "0";
+          document.body.appendChild(ta);
+          ta.select();
+          var ok = false;
+          try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+          document.body.removeChild(ta);
+          if (ok) done();
+        };
+        if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(text).then(done, fallback);
+        else fallback();
+      });
+    });
+  }
+
   function start() {
+    copyButtons();
     live();
     drawNeeds();
     logViewer();

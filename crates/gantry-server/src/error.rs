@@ -60,6 +60,22 @@ impl From<gantry_store::StoreError> for HttpError {
     }
 }
 
+impl From<gantry_registry::error::RegistryError> for HttpError {
+    fn from(e: gantry_registry::error::RegistryError) -> HttpError {
+        use gantry_registry::error::Code;
+        match e.code {
+            Code::NameUnknown | Code::ManifestUnknown | Code::BlobUnknown => {
+                HttpError::not_found(e.message)
+            }
+            Code::Denied => HttpError::forbidden(e.message),
+            Code::Unavailable => {
+                HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.message)
+            }
+            _ => HttpError::bad_request(e.message),
+        }
+    }
+}
+
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         (

@@ -66,6 +66,19 @@ impl Authority for EngineAuthority {
     }
 
     async fn event(&self, e: gantry_registry::Event) {
+        // Deletions are in the audit log, whoever made them (the Distribution API's
+        // `DELETE`, the web UI): the project's registry history shows them.
+        if e.kind == "image_deleted" {
+            self.0
+                .audit_registry_delete(
+                    &e.actor,
+                    e.project_id,
+                    &e.repository,
+                    e.tag.as_deref(),
+                    &e.digest,
+                )
+                .await;
+        }
         let doc = serde_json::json!({
             "repository": e.repository,
             "tag": e.tag,

@@ -4,12 +4,12 @@
 //! # Why a synchronous trait
 //!
 //! [`BlobStore`] is synchronous and object-safe: the server holds an `Arc<dyn BlobStore>`
-//! (so that an object-storage implementation can replace the directory one without touching
+//! (so that object storage, [`s3::S3BlobStore`], replaces the directory without touching
 //! callers) and runs its calls on blocking threads (`tokio::task::spawn_blocking`), which is
 //! where file I/O belongs anyway. Async methods in a trait (`-> impl Future`) are not
 //! object-safe, and boxing every future (`Pin<Box<dyn Future>>`) would buy nothing here:
 //! the file system has no async API underneath, tokio's own `fs` runs on the same blocking
-//! threads.
+//! threads. (The S3 store bridges to its async client from those threads: see [`s3`].)
 //!
 //! # On disk
 //!
@@ -21,6 +21,8 @@
 //! (what a crash left there) and is not a valid first segment of a key. Folders are never
 //! removed (a delete racing a put into the same folder would break the put's rename); they
 //! are few: one per kind of blob and per project.
+
+pub mod s3;
 
 use crate::{Result, StoreError};
 use std::fs::{self, File, OpenOptions};

@@ -24,7 +24,8 @@ mod variables;
 
 pub use accounts::{AuditEntry, AuditRow, MemberRow, NewUser, SessionRow, TokenRow, UserRow};
 pub use registry::{
-    ManifestRow, NewManifest, RegistrySettingsRow, RepositoryRow, RobotRow, TagRow,
+    ManifestRow, NewManifest, PULL_RECORD_INTERVAL, REGISTRY_HISTORY_ACTIONS, RegistrySettingsRow,
+    RepositoryRow, RepositorySummary, RobotRow, TagRow, TagSummary,
 };
 pub use schedules::{NewSchedule, PollingRow, ScheduleRow, ScheduleUpdate};
 pub use triggers::{MergeRequestState, TriggerTokenRow};

@@ -25,6 +25,13 @@ pub enum StoreError {
         #[source]
         source: crate::secrets::SecretError,
     },
+    /// Object storage (the S3 blob store) failed or refused a request, after retries.
+    #[error("{what}: {source}")]
+    Remote {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -3,8 +3,9 @@
 //! Everything the server keeps:
 //! - [`db`]: [`db::Db`], SQLite (the embedded default) or PostgreSQL with the same schema and
 //!   queries; every job state change is a conditional update.
-//! - [`blob`]: the [`blob::BlobStore`] trait (artifacts, caches, finished logs, sources) and
-//!   its file-system implementation, the embedded default.
+//! - [`blob`]: the [`blob::BlobStore`] trait (artifacts, caches, sources, registry blobs),
+//!   its file-system implementation, the embedded default, and [`blob::s3`], objects in an
+//!   S3-compatible bucket.
 //! - [`logs`]: job logs: appended by offset while a job runs (resends are stored once),
 //!   compressed when it ends, read whole or by byte range, followed live.
 //! - [`secrets`]: secrets at rest: the [`Keyring`] that seals values (XChaCha20-Poly1305,

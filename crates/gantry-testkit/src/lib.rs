@@ -14,6 +14,7 @@
 //! | [`wait_exit_code`], [`container_logs`], [`force_remove_container`] | the pieces of [`run_container`] |
 //! | [`unique_name`] | container and network names that collide neither between tests nor between runs |
 //! | [`registry`] | OCI images made locally, the registry clients (skopeo, buildah, docker, umoci), a private peer registry, and whole client checks against any registry |
+//! | [`s3`] | S3-compatible object storage: PyPI's moto server on a free port, with a bucket and a signed access key |
 //!
 //! `scripts/test` starts a private `dockerd` with `scripts/lib/dockerd.sh` (also usable as
 //! `scripts/dockerd start|stop|status|env`), builds the same image with the same layout,
@@ -64,6 +65,7 @@ use tokio::process::Command;
 pub use bollard;
 
 pub mod registry;
+pub mod s3;
 
 /// The locally built test image: busybox from Debian's `busybox-static`, `CMD ["/bin/sh"]`.
 pub const BUSYBOX_IMAGE: &str = "gantry-test/busybox:latest";

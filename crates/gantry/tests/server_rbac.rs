@@ -284,6 +284,8 @@ impl Fixture {
             .replace("{forge}", "gitlab")
             .replace("{file}", "gantry.css")
             .replace("{*project}", "team%2Fapp")
+            .replace("{*name}", "team/app/web")
+            .replace("{*reference}", "team/app/web:1.0")
     }
 }
 

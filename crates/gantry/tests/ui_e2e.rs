@@ -788,3 +788,183 @@ async fn a_user_runs_watches_retries_plays_and_lints_in_a_browser() {
     ui.c.close().await.unwrap();
     eprintln!("screenshots in {}", ui.shots.display());
 }
+
+/// The registry's pages in a browser: a maintainer opens the project's registry from its
+/// page, sees the pushed tag with its digest (and a working copy button), the image's
+/// layers, promotes it through the form into another project (same digest, new tag),
+/// deletes a tag, makes a robot account (its secret shown once) and reads the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintainer_browses_promotes_and_deletes_images_in_a_browser() {
+    let Some((_driver, client)) = browser().await else {
+        return;
+    };
+    let mut opts = Options::new(&Backend::Sqlite);
+    opts.local_agent = false;
+    let s = Server::start(opts);
+    let repo = Project::new("job: {script: [true]}\n");
+    let app = s.project("team/app", repo.path());
+    let release = id(&s
+        .api()
+        .post("/api/v1/projects", json!({"path": "team/release"}))
+        .unwrap());
+    make_user(&s, "maya", false);
+    for p in [app, release] {
+        s.api()
+            .post(
+                &format!("/api/v1/projects/{p}/members"),
+                json!({"username": "maya", "role": "maintainer"}),
+            )
+            .unwrap();
+    }
+    // A small image pushed with the raw Distribution client, and an older tag.
+    let oci = common::oci::Oci::new(&s.url);
+    let token = oci.token(
+        Some(("admin", &s.token)),
+        &["repository:team/app/web:pull,push"],
+    );
+    let digest = oci.push_image(&token, "team/app/web", "1.4", &[b"layer one", b"layer two"]);
+    oci.push_image(&token, "team/app/web", "old", &[b"an old layer"]);
+    let short = &digest[..19];
+    let ui = Ui {
+        c: client,
+        base: s.url.clone(),
+        shots: shots_dir(),
+    };
+
+    ui.go(&format!("/projects/{app}")).await;
+    ui.sign_in("maya").await;
+    ui.on("the project", |p| p == format!("/projects/{app}"))
+        .await;
+    ui.click(&format!("a[href='/projects/{app}/registry']"))
+        .await;
+    ui.on("the registry", |p| p == format!("/projects/{app}/registry"))
+        .await;
+    let list = ui.text("#repository-list").await;
+    assert!(
+        list.contains("team/app/web") && list.contains('2'),
+        "{list}"
+    );
+    let host = s.url.trim_start_matches("http://").to_string();
+    assert!(
+        ui.text("#commands")
+            .await
+            .contains(&format!("docker pull {host}/team/app/")),
+        "the pull command on the server's address"
+    );
+    ui.shot("20-registry").await;
+
+    // The repository: the tag, its short digest, a copy button (shown by the script).
+    ui.click(&format!(
+        "a[href='/projects/{app}/registry/repositories/team/app/web']"
+    ))
+    .await;
+    ui.wait("#tag-1\\.4", "the tag 1.4", |_, t| t.contains(short))
+        .await;
+    assert!(
+        ui.c.find(Locator::Css("#tag-1\\.4 button.copy"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap(),
+        "the copy button is shown"
+    );
+    let copies =
+        ui.c.find(Locator::Css("#tag-1\\.4 button.copy"))
+            .await
+            .unwrap()
+            .attr("data-copy")
+            .await
+            .unwrap();
+    assert_eq!(
+        copies.as_deref(),
+        Some(digest.as_str()),
+        "it copies the whole digest"
+    );
+    ui.shot("21-repository").await;
+
+    // The image: its whole digest, its config and two layers.
+    ui.click(&format!(
+        "a[href='/projects/{app}/registry/images/team/app/web:1.4']"
+    ))
+    .await;
+    ui.wait("#image-digest", "the digest", |_, t| t == digest)
+        .await;
+    assert_eq!(
+        ui.c.find_all(Locator::Css("#layers tbody tr"))
+            .await
+            .unwrap()
+            .len(),
+        3,
+        "the config and two layers"
+    );
+    ui.shot("22-image").await;
+
+    // Promote through the form: the same digest under the new tag in team/release.
+    ui.fill(
+        "#promote-form input[name=destination]",
+        "team/release/web:1.4-rc",
+    )
+    .await;
+    ui.click("#promote-form button[type=submit]").await;
+    ui.on("the promoted image", |p| {
+        p == format!("/projects/{release}/registry/images/team/release/web:1.4-rc")
+    })
+    .await;
+    ui.wait("#image-digest", "the same digest", |_, t| t == digest)
+        .await;
+    assert!(ui.text("#digest-tags").await.contains("1.4-rc"));
+    ui.shot("23-promoted").await;
+
+    // Delete a tag: back on the repository, without it.
+    ui.go(&format!("/projects/{app}/registry/images/team/app/web:old"))
+        .await;
+    ui.click("#delete-tag button[type=submit]").await;
+    ui.on("the repository", |p| {
+        p == format!("/projects/{app}/registry/repositories/team/app/web")
+    })
+    .await;
+    let tags = ui.text("#tag-list").await;
+    assert!(tags.contains("1.4") && !tags.contains("old"), "{tags}");
+
+    // A robot account: its secret shown once.
+    ui.go(&format!("/projects/{app}/registry/robots")).await;
+    ui.fill("#robot-form input[name=name]", "deployer").await;
+    ui.click("#robot-form input[name=push]").await;
+    ui.click("#robot-form button[type=submit]").await;
+    ui.wait("#new-robot-secret", "the secret", |_, t| {
+        t.starts_with("grb_")
+    })
+    .await;
+    let secret = ui.text("#new-robot-secret").await;
+    assert_eq!(ui.text("#new-robot-name").await, "robot$team/app+deployer");
+    ui.shot("24-robot").await;
+    ui.go(&format!("/projects/{app}/registry/robots")).await;
+    let body = ui.text("main").await;
+    assert!(body.contains("robot$team/app+deployer"), "{body}");
+    assert!(!body.contains(&secret), "the secret is shown once only");
+
+    // The history: the promotion in team/release, the deletion in team/app.
+    ui.go(&format!("/projects/{release}/registry/history"))
+        .await;
+    let h = ui.text("#history").await;
+    assert!(
+        h.contains("promoted") && h.contains("team/app/web:1.4") && h.contains("maya"),
+        "{h}"
+    );
+    let deadline = Instant::now() + T;
+    loop {
+        ui.go(&format!("/projects/{app}/registry/history")).await;
+        let main = ui.text("main").await;
+        if main.contains("deleted") && main.contains("team/app/web:old") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deletion is not in the history: {main}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ui.shot("25-registry-history").await;
+    ui.c.close().await.unwrap();
+}

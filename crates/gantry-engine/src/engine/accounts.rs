@@ -734,7 +734,7 @@ fn token_dto(t: &TokenRow) -> rest::AccessToken {
     }
 }
 
-fn audit_dto(r: AuditRow) -> rest::AuditEvent {
+pub(super) fn audit_dto(r: AuditRow) -> rest::AuditEvent {
     rest::AuditEvent {
         id: r.id,
         at: r.at,

@@ -7,9 +7,9 @@
 use super::{Caller, Engine};
 use crate::error::{EngineError, Result};
 use crate::token::hash_token;
-use gantry_api::rest;
+use gantry_api::rest::{self, Page};
 use gantry_api::{JobStatus, Role, Scope};
-use gantry_store::db::{RegistrySettingsRow, RobotRow};
+use gantry_store::db::{PageReq, RegistrySettingsRow, RobotRow};
 
 /// Robot account tokens start with this.
 const ROBOT_PREFIX: &str = "grb_";
@@ -42,6 +42,22 @@ pub enum RegistryPrincipal {
 }
 
 impl RegistryPrincipal {
+    /// The principal of an API or web UI caller, so that a page checks what the
+    /// Distribution API would let the same user do (roles, the registry settings, a
+    /// personal access token's scopes). Agents and jobs are nobody here.
+    pub fn of(caller: &Caller) -> RegistryPrincipal {
+        match caller {
+            Caller::Admin => RegistryPrincipal::Admin,
+            Caller::User(u) => RegistryPrincipal::User {
+                id: u.id,
+                username: u.username.clone(),
+                admin: u.admin,
+                scopes: u.scopes.clone(),
+            },
+            Caller::Agent(_) | Caller::Job(_) => RegistryPrincipal::Anonymous,
+        }
+    }
+
     /// What tokens carry and pushes record.
     pub fn name(&self) -> String {
         match self {
@@ -271,6 +287,76 @@ impl Engine {
             )));
         }
         Ok(())
+    }
+
+    /// The paths of the projects `caller` may promote images into (the promote role of each
+    /// project's registry settings), at most `limit`, by path; for the web UI's promote form.
+    pub async fn registry_promote_targets(
+        &self,
+        caller: &Caller,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let db = &self.inner.db;
+        let mut out = Vec::new();
+        if caller.is_admin() {
+            let rows = db.projects(PageReq::new(Some(1), Some(100))).await?;
+            out.extend(rows.into_iter().map(|p| p.path));
+        } else if let Caller::User(u) = caller {
+            for (project, role) in db.memberships(u.id).await? {
+                let need: Role = db
+                    .registry_settings(project)
+                    .await?
+                    .promote_role
+                    .parse()
+                    .unwrap_or(Role::Maintainer);
+                if role >= need
+                    && let Some(p) = db.project(project).await?
+                {
+                    out.push(p.path);
+                }
+            }
+        }
+        out.sort();
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Records a deletion in the registry (a tag, or a manifest by digest) in the audit log:
+    /// by the Distribution API (`DELETE /v2/…/manifests/…`) or the web UI; `actor` as the
+    /// registry token names it.
+    pub async fn audit_registry_delete(
+        &self,
+        actor: &str,
+        project: i64,
+        repository: &str,
+        tag: Option<&str>,
+        digest: &str,
+    ) {
+        let target = match tag {
+            Some(t) => format!("{repository}:{t}"),
+            None => format!("{repository}@{digest}"),
+        };
+        let actor = if actor.is_empty() { "anonymous" } else { actor };
+        self.audit_as(
+            actor,
+            "registry.delete",
+            Some(project),
+            &target,
+            Some(serde_json::json!({"digest": digest}).to_string()),
+            None,
+        )
+        .await;
+    }
+
+    /// A page of a project's registry history, newest first: promotions into it, deletions
+    /// and what API-run retention removed, from the audit log.
+    pub async fn registry_history(
+        &self,
+        project: i64,
+        page: PageReq,
+    ) -> Result<Page<rest::AuditEvent>> {
+        let rows = self.inner.db.registry_history(project, page).await?;
+        Ok(super::paged(page, rows, super::accounts::audit_dto))
     }
 
     /// Records a promotion in the audit log.

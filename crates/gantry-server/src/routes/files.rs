@@ -54,10 +54,13 @@ async fn store(s: &AppState, key: String, body: Body) -> ApiResult<u64> {
 }
 
 /// Streams a blob as the response.
-fn serve_blob(s: &AppState, key: String) -> ApiResult<Response> {
+async fn serve_blob(s: &AppState, key: String) -> ApiResult<Response> {
     let blobs = s.engine.blobs().clone();
-    let size = blobs
-        .size(&key)?
+    // On a blocking thread: with object storage, a request.
+    let (b, k) = (blobs.clone(), key.clone());
+    let size = tokio::task::spawn_blocking(move || b.size(&k))
+        .await
+        .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??
         .ok_or_else(|| HttpError::not_found(format!("{key} is not stored")))?;
     let body = super::stream_reader(256 * 1024, move || {
         blobs
@@ -104,7 +107,7 @@ pub async fn get_artifacts(
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
     job_for(&s, &caller, id, true).await?;
-    serve_blob(&s, format!("artifacts/{id}.tar"))
+    serve_blob(&s, format!("artifacts/{id}.tar")).await
 }
 
 /// A cache key as a file name: what is not `[A-Za-z0-9._-]` becomes `_`, plus a short hash
@@ -135,6 +138,7 @@ pub async fn get_cache(
         &s,
         format!("caches/{}/{}.tar", job.project_id, cache_file(&key)),
     )
+    .await
 }
 
 pub async fn put_cache(

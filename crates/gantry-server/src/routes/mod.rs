@@ -927,6 +927,76 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         "GET",
+        "/projects/{project}/registry",
+        Page(PageAccess::Project(Role::Guest)),
+        "Web UI: the project's registry: repositories, the pull command, registry settings",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/registry/settings",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: change the registry settings (public, push and promote roles, tag rules, retention)",
+        None,
+    ),
+    r(
+        "GET",
+        "/projects/{project}/registry/repositories/{*name}",
+        Page(PageAccess::Project(Role::Guest)),
+        "Web UI: a repository's tags (digest, kind, size, pushed, last pulled)",
+        None,
+    ),
+    r(
+        "GET",
+        "/projects/{project}/registry/images/{*reference}",
+        Page(PageAccess::Project(Role::Guest)),
+        "Web UI: an image by NAME:TAG or NAME@DIGEST: layers, config, platforms, referrers, tags",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/registry/tags/delete",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: delete a tag (the checks of the Distribution API's DELETE: immutable tags stay)",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/registry/promote",
+        Page(PageAccess::Project(Role::Guest)),
+        "Web UI: promote an image of the project (the checks of POST /api/v1/registry/promote)",
+        None,
+    ),
+    r(
+        "GET",
+        "/projects/{project}/registry/robots",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: the project's robot accounts",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/registry/robots",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: make a robot account (its secret shown once)",
+        None,
+    ),
+    r(
+        "POST",
+        "/projects/{project}/registry/robots/revoke",
+        Page(PageAccess::Project(Role::Maintainer)),
+        "Web UI: revoke a robot account",
+        None,
+    ),
+    r(
+        "GET",
+        "/projects/{project}/registry/history",
+        Page(PageAccess::Project(Role::Reporter)),
+        "Web UI: the registry's history: promotions, deletions, retention",
+        None,
+    ),
+    r(
+        "GET",
         "/pipelines/{id}",
         Page(PageAccess::Project(Role::Reporter)),
         "Web UI: a pipeline's graph, live",
@@ -1169,6 +1239,26 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/projects/{project}/settings/triggers/delete") => {
             post(crate::ui::settings::delete_trigger)
         }
+        ("GET", "/projects/{project}/registry") => get(crate::ui::registry::page),
+        ("POST", "/projects/{project}/registry/settings") => {
+            post(crate::ui::registry::set_settings)
+        }
+        ("GET", "/projects/{project}/registry/repositories/{*name}") => {
+            get(crate::ui::registry::repository_page)
+        }
+        ("GET", "/projects/{project}/registry/images/{*reference}") => {
+            get(crate::ui::registry::image_page)
+        }
+        ("POST", "/projects/{project}/registry/tags/delete") => {
+            post(crate::ui::registry::delete_tag)
+        }
+        ("POST", "/projects/{project}/registry/promote") => post(crate::ui::registry::promote),
+        ("GET", "/projects/{project}/registry/robots") => get(crate::ui::registry::robots),
+        ("POST", "/projects/{project}/registry/robots") => post(crate::ui::registry::create_robot),
+        ("POST", "/projects/{project}/registry/robots/revoke") => {
+            post(crate::ui::registry::revoke_robot)
+        }
+        ("GET", "/projects/{project}/registry/history") => get(crate::ui::registry::history),
         ("GET", "/pipelines/{id}") => get(crate::ui::pipelines::show),
         ("GET", "/pipelines/{id}/stream") => get(crate::ui::live::pipeline_stream),
         ("POST", "/pipelines/{id}/cancel") => post(crate::ui::pipelines::cancel),

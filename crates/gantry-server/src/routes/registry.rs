@@ -11,6 +11,7 @@ use gantry_api::rest::{
     ImagePromote, ImagePromoted, RegistryGc, RegistryGcReport, RegistrySettings, RetentionReport,
     Robot, RobotCreate,
 };
+use gantry_engine::Caller;
 use gantry_registry::ImageRef;
 use gantry_store::db::RegistrySettingsRow;
 
@@ -28,6 +29,18 @@ pub async fn set_settings(
     Path(project): Path<String>,
     Json(body): Json<RegistrySettings>,
 ) -> ApiResult<Json<RegistrySettings>> {
+    save_settings(&s, &caller, &project, &body).await?;
+    Ok(Json(body))
+}
+
+/// Changes a project's registry settings (its policy checked first): the API's `PUT` and
+/// the web UI's settings form.
+pub async fn save_settings(
+    s: &AppState,
+    caller: &Caller,
+    project: &str,
+    body: &RegistrySettings,
+) -> ApiResult<()> {
     gantry_registry::policy::Rules::new(body.policy.clone())
         .map_err(|e| HttpError::bad_request(format!("the policy: {e}")))?;
     let row = RegistrySettingsRow {
@@ -37,12 +50,12 @@ pub async fn set_settings(
         policy: serde_json::to_string(&body.policy).expect("serializes"),
     };
     s.engine
-        .set_registry_settings(&project, &row, &caller.name())
+        .set_registry_settings(project, &row, &caller.name())
         .await?;
-    Ok(Json(body))
+    Ok(())
 }
 
-fn dto(r: &RegistrySettingsRow) -> RegistrySettings {
+pub fn dto(r: &RegistrySettingsRow) -> RegistrySettings {
     RegistrySettings {
         public: r.public,
         push_role: r.push_role.parse().unwrap_or(gantry_api::Role::Developer),
@@ -94,6 +107,17 @@ pub async fn promote(
     Auth(caller): Auth,
     Json(body): Json<ImagePromote>,
 ) -> ApiResult<Json<ImagePromoted>> {
+    Ok(Json(promote_image(&s, &caller, &body).await?))
+}
+
+/// A promotion as `POST /api/v1/registry/promote` and the web UI's promote form make it:
+/// the references read, the caller's right checked (`Engine::registry_may_promote`), the
+/// manifests linked, the audit entry and the `image_promoted` event.
+pub async fn promote_image(
+    s: &AppState,
+    caller: &Caller,
+    body: &ImagePromote,
+) -> ApiResult<ImagePromoted> {
     let parse = |what: &str, v: &str| {
         ImageRef::parse(v).map_err(|e| HttpError::bad_request(format!("the {what}: {e}")))
     };
@@ -113,7 +137,7 @@ pub async fn promote(
     };
     let from = project(&source.name).await?;
     let to = project(&destination.name).await?;
-    s.engine.registry_may_promote(&caller, from, to).await?;
+    s.engine.registry_may_promote(caller, from, to).await?;
     let done = s
         .registry
         .promote(&source, &destination, &caller.name())
@@ -121,7 +145,7 @@ pub async fn promote(
         .map_err(registry_error)?;
     s.engine
         .audit_promotion(
-            &caller,
+            caller,
             to,
             &done.destination,
             serde_json::json!({"digest": done.digest, "source": done.source}).to_string(),
@@ -143,27 +167,17 @@ pub async fn promote(
             }),
         )
         .await;
-    Ok(Json(ImagePromoted {
+    Ok(ImagePromoted {
         digest: done.digest,
         source: done.source,
         destination: done.destination,
         manifests: done.manifests,
-    }))
+    })
 }
 
 /// A registry error as the API's JSON error.
 fn registry_error(e: gantry_registry::error::RegistryError) -> HttpError {
-    use gantry_registry::error::Code;
-    match e.code {
-        Code::NameUnknown | Code::ManifestUnknown | Code::BlobUnknown => {
-            HttpError::not_found(e.message)
-        }
-        Code::Denied => HttpError::forbidden(e.message),
-        Code::Unavailable => {
-            HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.message)
-        }
-        _ => HttpError::bad_request(e.message),
-    }
+    HttpError::from(e)
 }
 
 /// Collects the registry's garbage now (it also runs every `--registry-gc-interval`).

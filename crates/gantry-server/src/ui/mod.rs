@@ -17,6 +17,8 @@
 //! - [`junit`]: a job's JUnit results, from its artifacts.
 //! - [`lint`]: the lint page (diagnostics at their lines, the planned graph).
 //! - [`admin`]: agents and the audit log; [`settings`]: a project's settings.
+//! - [`registry`]: a project's registry: repositories, tags, an image (layers, platforms,
+//!   referrers; delete a tag, promote), robot accounts, settings, history.
 //!
 //! Live parts: [`live`] turns the store's change broadcast ([`gantry_store::db::Change`])
 //! into `replace` events, each the new HTML of one element of the page, which the script
@@ -29,6 +31,7 @@ pub mod lint;
 pub mod live;
 pub mod pipelines;
 pub mod projects;
+pub mod registry;
 pub mod session;
 pub mod settings;
 

@@ -2,7 +2,7 @@
 //! manifests and what they point at, tags, uploads in progress, and each project's registry
 //! settings. The bytes are in the blob store; nothing here reads or writes them.
 
-use super::{Db, now_ms, returned_id};
+use super::{AuditEntry, AuditRow, Db, PageReq, now_ms, returned_id};
 use crate::Result;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -88,6 +88,33 @@ pub struct TagRow {
     pub pulled_at: Option<i64>,
 }
 
+/// A repository as the web UI lists it: how many tags, and when something was last pushed
+/// to it (a tag moved, or a manifest stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositorySummary {
+    pub id: i64,
+    pub name: String,
+    pub tags: i64,
+    pub last_push: Option<i64>,
+}
+
+/// A tag as the web UI lists it: the tag, what its manifest is, and how many bytes the
+/// image holds (its config and layers; an index's images' configs and layers, each blob
+/// counted once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagSummary {
+    pub tag: TagRow,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub size: i64,
+}
+
+/// The audit actions of a project's registry history: promotions into it, deletions (by
+/// the Distribution API or the web UI) and what retention removed when the API applied it
+/// (`POST …/registry/retention`; the collection task's retention is not audited).
+pub const REGISTRY_HISTORY_ACTIONS: [&str; 3] =
+    ["registry.promote", "registry.delete", "registry.retention"];
+
 /// A robot account as stored: its token's hash, never the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RobotRow {
@@ -124,8 +151,9 @@ impl RobotRow {
 const ROBOT_COLS: &str = "id, project_id, name, hint, actions, expires_at, revoked, created_by, \
                           created_at, last_used_at";
 
-/// Pulls are written at most this often per tag (ms): a pull is a read.
-const PULL_RECORD_INTERVAL_MS: i64 = 60 * 60 * 1000;
+/// Pulls are written at most this often per tag: a pull is a read.
+pub const PULL_RECORD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+const PULL_RECORD_INTERVAL_MS: i64 = PULL_RECORD_INTERVAL.as_millis() as i64;
 
 impl Db {
     // ---- settings -------------------------------------------------------------------------
@@ -246,6 +274,120 @@ impl Db {
                     id: r.try_get("id")?,
                     project_id: r.try_get("project_id")?,
                     name: r.try_get("name")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A page of a project's repositories, by name, with their tag count and last push.
+    pub async fn repository_summaries(
+        &self,
+        project_id: i64,
+        page: PageReq,
+    ) -> Result<Vec<RepositorySummary>> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.name, \
+             (SELECT COUNT(*) FROM registry_tags t WHERE t.repository_id = r.id) AS tags, \
+             (SELECT MAX(t.updated_at) FROM registry_tags t WHERE t.repository_id = r.id) \
+             AS last_tag, \
+             (SELECT MAX(m.created_at) FROM registry_manifests m WHERE m.repository_id = r.id) \
+             AS last_manifest \
+             FROM registry_repositories r WHERE r.project_id = $1 ORDER BY r.name \
+             LIMIT $2 OFFSET $3",
+        )
+        .bind(project_id)
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let last_tag: Option<i64> = r.try_get("last_tag")?;
+                let last_manifest: Option<i64> = r.try_get("last_manifest")?;
+                Ok(RepositorySummary {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    tags: r.try_get("tags")?,
+                    last_push: last_tag.max(last_manifest),
+                })
+            })
+            .collect()
+    }
+
+    /// A page of a repository's tags, the most recently pushed first, each with its
+    /// manifest's media type and the bytes of its image: the blobs its manifest points at,
+    /// and for an index those its manifests point at (each blob once; manifests themselves
+    /// not counted).
+    pub async fn tag_summaries(
+        &self,
+        repository_id: i64,
+        page: PageReq,
+    ) -> Result<Vec<TagSummary>> {
+        let rows = sqlx::query(
+            "SELECT t.name, t.digest, t.pushed_by, t.updated_at, t.pulled_at, \
+             COALESCE(m.media_type, '') AS media_type, m.artifact_type, \
+             CAST(COALESCE((SELECT SUM(b.size) FROM registry_blobs b WHERE b.digest IN ( \
+               SELECT r.child_digest FROM registry_manifest_refs r \
+               WHERE r.repository_id = t.repository_id AND r.manifest_digest = t.digest \
+               UNION \
+               SELECT r2.child_digest FROM registry_manifest_refs r1 \
+               JOIN registry_manifest_refs r2 ON r2.repository_id = r1.repository_id \
+               AND r2.manifest_digest = r1.child_digest \
+               WHERE r1.repository_id = t.repository_id AND r1.manifest_digest = t.digest) \
+             AND NOT EXISTS (SELECT 1 FROM registry_manifests x \
+               WHERE x.repository_id = t.repository_id AND x.digest = b.digest)), 0) \
+             AS BIGINT) AS size \
+             FROM registry_tags t LEFT JOIN registry_manifests m \
+             ON m.repository_id = t.repository_id AND m.digest = t.digest \
+             WHERE t.repository_id = $1 ORDER BY t.updated_at DESC, t.name \
+             LIMIT $2 OFFSET $3",
+        )
+        .bind(repository_id)
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TagSummary {
+                    tag: tag_from_row(r)?,
+                    media_type: r.try_get("media_type")?,
+                    artifact_type: r.try_get("artifact_type")?,
+                    size: r.try_get("size")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A page of a project's registry history from the audit log, newest first: the
+    /// entries of [`REGISTRY_HISTORY_ACTIONS`].
+    pub async fn registry_history(&self, project_id: i64, page: PageReq) -> Result<Vec<AuditRow>> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, project_id, target, details, ip FROM audit_log \
+             WHERE project_id = $1 AND action IN ($2, $3, $4) ORDER BY id DESC \
+             LIMIT $5 OFFSET $6",
+        )
+        .bind(project_id)
+        .bind(REGISTRY_HISTORY_ACTIONS[0])
+        .bind(REGISTRY_HISTORY_ACTIONS[1])
+        .bind(REGISTRY_HISTORY_ACTIONS[2])
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRow {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    entry: AuditEntry {
+                        actor: r.try_get("actor")?,
+                        action: r.try_get("action")?,
+                        project_id: r.try_get("project_id")?,
+                        target: r.try_get("target")?,
+                        details: r.try_get("details")?,
+                        ip: r.try_get("ip")?,
+                    },
                 })
             })
             .collect()

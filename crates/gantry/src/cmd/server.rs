@@ -3,18 +3,19 @@
 //! replication (the engine's worker, the registry's copy).
 //!
 //! The data directory holds everything of the embedded default: `gantry.db` (SQLite),
-//! `logs/`, `blobs/`, `git/` (the mirrors), the local agent's state, and three secrets made on
-//! first start, readable by the owner only: `admin-token` (the API's administrator),
+//! `logs/`, `blobs/` (unless `--blob-store` puts them in a bucket: [`blobs`]), `git/` (the
+//! mirrors), the local agent's state, and three secrets made on first start, readable by the
+//! owner only: `admin-token` (the API's administrator),
 //! `registration-token` (for `gantry agent --token`) and `secrets.key`, the keyring that
 //! encrypts project credentials and webhook secrets in the database (see [`keyring`]).
 
+mod blobs;
 mod notify;
 
 use anyhow::{Context, Result};
 use gantry_engine::{Engine, EngineConfig};
 use gantry_runner::agent::{AgentConfig, ExecutorKind};
 use gantry_server::AppState;
-use gantry_store::blob::FsBlobStore;
 use gantry_store::logs::LogStore;
 use gantry_store::secrets::KEY_ENV;
 use gantry_store::{Db, Keyring};
@@ -85,6 +86,9 @@ pub struct Args {
         hide = true
     )]
     pub replication_retry_ms: u64,
+    /// Where blobs are kept: a directory, or S3-compatible object storage.
+    #[command(flatten)]
+    pub blobs: blobs::BlobArgs,
     /// Email (SMTP) and the outbox of commit statuses and notifications.
     #[command(flatten)]
     pub notify: notify::NotifyArgs,
@@ -199,7 +203,7 @@ async fn serve(args: Args, registry_only: bool) -> Result<ExitCode> {
         .await
         .with_context(|| format!("opening the database {}", redact(&db_url)))?;
     let logs = LogStore::open(data.join("logs")).context("opening the log store")?;
-    let blobs = Arc::new(FsBlobStore::open(data.join("blobs")).context("opening the blob store")?);
+    let (blobs, blobs_at) = args.blobs.open(&data).await?;
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -269,6 +273,15 @@ async fn serve(args: Args, registry_only: bool) -> Result<ExitCode> {
             ..Default::default()
         },
     );
+    // Memory freed after a burst goes back to the system within a second or two.
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let _ = tokio::task::spawn_blocking(gantry_malloc::release_free_memory).await;
+        }
+    });
     let state = AppState {
         engine,
         metrics: gantry_server::metrics_handle(),
@@ -288,6 +301,7 @@ async fn serve(args: Args, registry_only: bool) -> Result<ExitCode> {
     });
     println!("listening on {url}");
     println!("data directory {}", data.display());
+    println!("blob store {blobs_at}");
 
     let agent = if args.no_local_agent {
         None

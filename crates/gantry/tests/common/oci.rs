@@ -188,6 +188,85 @@ impl Oci {
         sha256(manifest.as_bytes())
     }
 
+    /// Pushes an OCI index under `tag` over manifests of `name` already pushed, each with
+    /// its platform (`("linux", "amd64")`). The index's digest.
+    pub fn push_index(
+        &self,
+        token: &str,
+        name: &str,
+        tag: &str,
+        entries: &[(&str, (&str, &str))],
+    ) -> String {
+        let manifests: Vec<Value> = entries
+            .iter()
+            .map(|(digest, (os, arch))| {
+                let r = self.call(
+                    "HEAD",
+                    &format!("/v2/{name}/manifests/{digest}"),
+                    Some(token),
+                    &[],
+                    b"",
+                );
+                assert_eq!(r.status, 200, "{digest} is in {name}");
+                let size: u64 = r.header("content-length").parse().unwrap();
+                json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": digest, "size": size,
+                       "platform": {"os": os, "architecture": arch}})
+            })
+            .collect();
+        let index = json!({"schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests})
+        .to_string();
+        let r = self.call(
+            "PUT",
+            &format!("/v2/{name}/manifests/{tag}"),
+            Some(token),
+            &[("Content-Type", "application/vnd.oci.image.index.v1+json")],
+            index.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "index: {}", r.text());
+        sha256(index.as_bytes())
+    }
+
+    /// Pushes an artifact (a signature, an SBOM) of `artifact_type` that refers to manifest
+    /// `subject` of `name` (by digest, no tag). Its digest.
+    pub fn push_referrer(
+        &self,
+        token: &str,
+        name: &str,
+        subject: &str,
+        artifact_type: &str,
+        payload: &[u8],
+    ) -> String {
+        let r = self.call(
+            "HEAD",
+            &format!("/v2/{name}/manifests/{subject}"),
+            Some(token),
+            &[],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{subject} is in {name}");
+        let subject_size: u64 = r.header("content-length").parse().unwrap();
+        let empty = b"{}";
+        for blob in [&empty[..], payload] {
+            let r = self.push_blob(token, name, blob);
+            assert_eq!(r.status, 201, "blob: {}", r.text());
+        }
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": artifact_type,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(empty), "size": 2},
+            "layers": [{"mediaType": "application/octet-stream", "digest": sha256(payload), "size": payload.len()}],
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": subject_size},
+        })
+        .to_string();
+        let digest = sha256(manifest.as_bytes());
+        let r = self.put_manifest(token, name, &digest, manifest.as_bytes());
+        assert_eq!(r.status, 201, "referrer: {}", r.text());
+        digest
+    }
+
     pub fn put_manifest(&self, token: &str, name: &str, reference: &str, bytes: &[u8]) -> Resp {
         self.call(
             "PUT",
