@@ -554,16 +554,21 @@ pub const ORAS_PYTHON_ENV: &str = "GANTRY_TEST_ORAS_PYTHON";
 /// The python with `oras` installed: [`ORAS_PYTHON_ENV`], else the venv `scripts/test` makes
 /// (`$XDG_CACHE_HOME/gantry/oras-venv`), when it can import `oras.client`.
 pub fn oras_python() -> Option<PathBuf> {
-    let candidate = std::env::var_os(ORAS_PYTHON_ENV)
-        .map(PathBuf::from)
-        .or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-            Some(cache.join("gantry/oras-venv/bin/python"))
-        })?;
+    venv_python(ORAS_PYTHON_ENV, "oras-venv", "import oras.client")
+}
+
+/// The python named by the environment variable `env`, else the venv `venv` that
+/// `scripts/test` makes under `$XDG_CACHE_HOME/gantry/`, when it runs `check` (Python code
+/// that imports what the test needs).
+pub fn venv_python(env: &str, venv: &str, check: &str) -> Option<PathBuf> {
+    let candidate = std::env::var_os(env).map(PathBuf::from).or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(cache.join("gantry").join(venv).join("bin/python"))
+    })?;
     Command::new(&candidate)
-        .args(["-c", "import oras.client"])
+        .args(["-c", check])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::registry::{REQUIRE_TOOLS_ENV, run_tool};
+use crate::registry::{REQUIRE_TOOLS_ENV, run_tool, venv_python};
 
 /// The environment variable naming the python that has PyPI's `moto[server]` (`scripts/test`
 /// sets it).
@@ -34,22 +34,7 @@ pub const REGION: &str = "us-east-1";
 /// The python with moto's server and boto3: [`MOTO_PYTHON_ENV`], else the venv `scripts/test`
 /// makes (`$XDG_CACHE_HOME/gantry/moto-venv`), when it can import both.
 pub fn moto_python() -> Option<PathBuf> {
-    let candidate = std::env::var_os(MOTO_PYTHON_ENV)
-        .map(PathBuf::from)
-        .or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-            Some(cache.join("gantry/moto-venv/bin/python"))
-        })?;
-    Command::new(&candidate)
-        .args(["-c", "import moto.server, boto3"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .ok()?
-        .success()
-        .then_some(candidate)
+    venv_python(MOTO_PYTHON_ENV, "moto-venv", "import moto.server, boto3")
 }
 
 /// A started [`Moto`] for a test: `Ok(None)` (skip, with a note on stderr) when no python has
