@@ -17,10 +17,10 @@
 //!
 //! Scenarios (each with `--clients N` concurrent clients, each client its own connections):
 //!
-//! - `large`: each client pushes one layer of `--layer-mib` MiB and a manifest naming it with
-//!   a monolithic upload (POST, then PUT with the body), pulls that layer back and verifies
-//!   its digest, then pushes another as docker does (POST, one streaming PATCH with chunked
-//!   transfer encoding, PUT to close). All layers differ: one shared random buffer with a random
+//! - `large`: each client pushes one layer of `--layer-mib` MiB and a manifest naming it, once
+//!   with a monolithic upload (POST, then PUT with the body) and once as docker does (POST,
+//!   one streaming PATCH with chunked transfer encoding, PUT to close), then pulls its layer
+//!   back and verifies its digest. All layers differ: one shared random buffer with a random
 //!   first MiB per client and mode, so memory stays near one layer whatever N is.
 //! - `small`: `--images` small images (a ~1 KiB config, two layers of 2 and 6 KiB, an OCI
 //!   manifest under a tag) split between the clients (client k pushes into repository
@@ -811,34 +811,7 @@ async fn large(args: &Args) -> Result<()> {
     }
     let manifests = Arc::new(manifests);
     let timed = |phase: &str| args.large_phases.iter().any(|p| p == phase);
-    // The pull right after the monolithic push, whose layers it reads while they are still
-    // in the page cache, as a registry serves what was just pushed; the second push empties
-    // the page cache before it starts (see [`Before`]).
-    for step in [Some(0), None, Some(1)] {
-        let Some(m) = step else {
-            if !timed("pull") {
-                continue;
-            }
-            let before = total_requests(&regs);
-            let secs = all_at_once(n, Before::Sync, |c| {
-                let reg = regs[c].clone();
-                let digest = blobs[0][c].digest.clone();
-                let repo = repo(c);
-                async move { pull_blob(&reg, &repo, &digest, size).await }
-            })
-            .await?;
-            emit(
-                "large-pull",
-                n,
-                secs,
-                (size * n) as u64,
-                n,
-                total_requests(&regs) - before,
-            );
-            eprintln!("large-pull: {n} x {} MiB in {secs:.2}s", args.layer_mib);
-            continue;
-        };
-        let mode = &modes[m];
+    for (m, mode) in modes.iter().enumerate() {
         let phase = format!("push-{mode}");
         // push-put also stores what the pull reads.
         let needed = timed(&phase) || (m == 0 && timed("pull"));
@@ -878,6 +851,26 @@ async fn large(args: &Args) -> Result<()> {
             args.layer_mib
         );
     }
+    if !timed("pull") {
+        return Ok(());
+    }
+    let before = total_requests(&regs);
+    let secs = all_at_once(n, Before::Sync, |c| {
+        let reg = regs[c].clone();
+        let digest = blobs[0][c].digest.clone();
+        let repo = repo(c);
+        async move { pull_blob(&reg, &repo, &digest, size).await }
+    })
+    .await?;
+    emit(
+        "large-pull",
+        n,
+        secs,
+        (size * n) as u64,
+        n,
+        total_requests(&regs) - before,
+    );
+    eprintln!("large-pull: {n} x {} MiB in {secs:.2}s", args.layer_mib);
     Ok(())
 }
 
