@@ -5,9 +5,8 @@
 //!
 //! Everything that is not the registry's work happens before the clock starts: the data is
 //! generated from a seeded RNG, every digest is computed, a token is fetched for every
-//! repository the run touches, what earlier phases wrote is flushed to disk (`sync`), and
-//! before a large push the page cache is emptied (as root). What is timed is HTTP requests
-//! and, on pulls, hashing what comes back to verify it (a real client does that too).
+//! repository the run touches, and what earlier phases wrote is flushed to disk (`sync`). What is timed is HTTP requests and, on pulls, hashing what comes
+//! back to verify it (a real client does that too).
 //!
 //! Authentication follows the Docker token flow, generically: `GET /v2/` answers 200 (no
 //! auth), 401 with `WWW-Authenticate: Basic …` (the credentials on every request) or 401 with
@@ -711,46 +710,23 @@ fn total_requests(regs: &[Arc<Reg>]) -> u64 {
     regs.iter().map(|r| r.requests()).sum()
 }
 
-/// What happens to the page cache before a phase.
-#[derive(Clone, Copy, PartialEq)]
-enum Before {
-    /// Its dirty pages are written to disk (`sync`), so that a phase does not pay for the
-    /// previous one's writeback: the kernel throttles writers once dirty pages pass a share
-    /// of memory, and a fast system would otherwise be billed for the gigabytes it stored a
-    /// moment before.
-    Sync,
-    /// As `Sync`, then its clean pages are dropped (`/proc/sys/vm/drop_caches`, as root) for
-    /// a phase that stores gigabytes: otherwise it pays for reclaiming whatever filled memory
-    /// before it (the previous phase's layers, other programs' files) page by page, which
-    /// cost both systems about a third more CPU on this machine's second large push.
-    SyncAndMakeRoom,
-}
-
-/// Readies the page cache for a phase (see [`Before`]). Every system gets the same.
-fn settle_page_cache(before: Before) {
+/// Runs `f(client index)` on every client at once; the wall time of the slowest.
+/// Writes the page cache's dirty pages to disk before a phase (`sync`), so that a phase does
+/// not pay for the previous one's writeback: the kernel throttles writers once dirty pages
+/// pass a share of memory, and a fast system would otherwise be billed for the gigabytes it
+/// stored a moment before. Every system gets the same.
+fn settle_page_cache() {
     if let Err(e) = std::process::Command::new("sync").status() {
         eprintln!("sync before a phase failed ({e}); phases may bill each other's writeback");
     }
-    if before == Before::SyncAndMakeRoom
-        && let Err(e) = std::fs::write("/proc/sys/vm/drop_caches", "1")
-    {
-        static SAID: OnceLock<()> = OnceLock::new();
-        SAID.get_or_init(|| {
-            eprintln!(
-                "could not drop the page cache before a large push ({e}; it takes root): the push pays for reclaiming memory"
-            )
-        });
-    }
 }
 
-/// Runs `f(client index)` on every client at once, the page cache readied first; the wall
-/// time of the slowest.
-async fn all_at_once<F, Fut>(n: usize, before: Before, f: F) -> Result<f64>
+async fn all_at_once<F, Fut>(n: usize, f: F) -> Result<f64>
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
-    settle_page_cache(before);
+    settle_page_cache();
     let server = SERVER_PID.get().map(u32::to_string);
     let cpu = || (server.as_deref().and_then(cpu_seconds), cpu_seconds("self"));
     let before = cpu();
@@ -819,7 +795,7 @@ async fn large(args: &Args) -> Result<()> {
             continue;
         }
         let before = total_requests(&regs);
-        let secs = all_at_once(n, Before::SyncAndMakeRoom, |c| {
+        let secs = all_at_once(n, |c| {
             let reg = regs[c].clone();
             let blob = blobs[m][c].clone();
             let repo = repo(c);
@@ -855,7 +831,7 @@ async fn large(args: &Args) -> Result<()> {
         return Ok(());
     }
     let before = total_requests(&regs);
-    let secs = all_at_once(n, Before::Sync, |c| {
+    let secs = all_at_once(n, |c| {
         let reg = regs[c].clone();
         let digest = blobs[0][c].digest.clone();
         let repo = repo(c);
@@ -910,7 +886,7 @@ async fn small(args: &Args) -> Result<()> {
     let total = args.images;
 
     let before = total_requests(&regs);
-    let secs = all_at_once(n, Before::Sync, |c| {
+    let secs = all_at_once(n, |c| {
         let reg = regs[c].clone();
         let images = images.clone();
         async move {
@@ -935,7 +911,7 @@ async fn small(args: &Args) -> Result<()> {
     eprintln!("small-push: {total} images in {secs:.2}s");
 
     let before = total_requests(&regs);
-    let secs = all_at_once(n, Before::Sync, |c| {
+    let secs = all_at_once(n, |c| {
         let reg = regs[c].clone();
         let images = images.clone();
         async move {
