@@ -432,9 +432,9 @@ impl Db {
                 }
             }
         }
-        outbox::reseal_notify(&mut tx, keyring, &mut done).await?;
-        variables::reseal_variables(&mut tx, keyring, &mut done).await?;
-        replication::reseal_replications(&mut tx, keyring, &mut done).await?;
+        for column in SEALED_COLUMNS {
+            column.reseal(&mut tx, keyring, &mut done).await?;
+        }
         tx.commit().await?;
         Ok(done)
     }
@@ -1214,6 +1214,92 @@ pub struct NewProject {
     pub git_url: String,
     pub default_branch: String,
     pub pipeline_file: Option<String>,
+}
+
+/// A column whose values are sealed with an AAD naming their row (see [`Keyring::seal`]);
+/// the projects' own columns, which may still hold plaintext, are [`SealedColumn`]s.
+struct SealedValues {
+    table: &'static str,
+    /// The column the AAD's id comes from.
+    key: &'static str,
+    column: &'static str,
+    aad: fn(i64) -> String,
+}
+
+/// Every sealed column outside `projects`, for [`Db::reseal_all`].
+const SEALED_COLUMNS: [SealedValues; 4] = [
+    SealedValues {
+        table: "project_forges",
+        key: "project_id",
+        column: "token",
+        aad: outbox::forge_token_aad,
+    },
+    SealedValues {
+        table: "notification_channels",
+        key: "id",
+        column: "url",
+        aad: outbox::channel_url_aad,
+    },
+    SealedValues {
+        table: "ci_variables",
+        key: "id",
+        column: "value",
+        aad: variable_aad,
+    },
+    SealedValues {
+        table: "registry_replications",
+        key: "id",
+        column: "password",
+        aad: replication::replication_password_aad,
+    },
+];
+
+impl SealedValues {
+    /// Seals again with the current key every value of the column sealed with another one,
+    /// each write conditional on the value read (see [`Db::reseal_all`]).
+    async fn reseal(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        keyring: &Keyring,
+        done: &mut Resealed,
+    ) -> Result<()> {
+        let SealedValues {
+            table,
+            key,
+            column,
+            aad,
+        } = self;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {key} AS id, {column} AS v FROM {table} WHERE {column} IS NOT NULL ORDER BY {key}"
+        )))
+        .fetch_all(&mut **tx)
+        .await?;
+        for r in rows {
+            let id: i64 = r.try_get("id")?;
+            let old: String = r.try_get("v")?;
+            if !is_sealed(&old) {
+                continue;
+            }
+            let new =
+                keyring
+                    .reseal(&old, aad(id).as_bytes())
+                    .map_err(|source| StoreError::Secret {
+                        what: format!("{table} {id}, {column}"),
+                        source,
+                    })?;
+            let Some(new) = new else { continue };
+            let r = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE {table} SET {column} = $1 WHERE {key} = $2 AND {column} = $3"
+            )))
+            .bind(&new)
+            .bind(id)
+            .bind(&old)
+            .execute(&mut **tx)
+            .await?;
+            done.written += r.rows_affected();
+        }
+        Ok(())
+    }
 }
 
 /// What [`Db::reseal_all`] wrote.

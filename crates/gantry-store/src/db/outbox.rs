@@ -17,9 +17,8 @@
 //! Secrets are never in a row's payload: the forge's token and a chat webhook's URL stay
 //! sealed in `project_forges` and `notification_channels` and are opened when sending.
 
-use crate::db::{Db, PageReq, Resealed, now_ms};
-use crate::secrets::{Keyring, is_sealed};
-use crate::{Result, StoreError};
+use crate::Result;
+use crate::db::{Db, PageReq, now_ms};
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
@@ -466,55 +465,4 @@ impl Db {
         .await?;
         rows.iter().map(OutboxRow::from_row).collect()
     }
-}
-
-/// Part of [`Db::reseal_all`]: forge tokens and chat webhook URLs, in the same transaction.
-pub(crate) async fn reseal_notify(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    keyring: &Keyring,
-    done: &mut Resealed,
-) -> Result<()> {
-    let forges = sqlx::query("SELECT project_id AS id, token AS v FROM project_forges")
-        .fetch_all(&mut **tx)
-        .await?;
-    let channels =
-        sqlx::query("SELECT id, url AS v FROM notification_channels WHERE url IS NOT NULL")
-            .fetch_all(&mut **tx)
-            .await?;
-    let lists = [
-        (forges, "project_forges", "token", "project_id"),
-        (channels, "notification_channels", "url", "id"),
-    ];
-    for (rows, table, col, key) in lists {
-        for r in rows {
-            let id: i64 = r.try_get("id")?;
-            let old: String = r.try_get("v")?;
-            if !is_sealed(&old) {
-                continue;
-            }
-            let aad = if table == "project_forges" {
-                forge_token_aad(id)
-            } else {
-                channel_url_aad(id)
-            };
-            let new =
-                keyring
-                    .reseal(&old, aad.as_bytes())
-                    .map_err(|source| StoreError::Secret {
-                        what: format!("{table} {id}, {col}"),
-                        source,
-                    })?;
-            let Some(new) = new else { continue };
-            let r = sqlx::query(AssertSqlSafe(format!(
-                "UPDATE {table} SET {col} = $1 WHERE {key} = $2 AND {col} = $3"
-            )))
-            .bind(&new)
-            .bind(id)
-            .bind(&old)
-            .execute(&mut **tx)
-            .await?;
-            done.written += r.rows_affected();
-        }
-    }
-    Ok(())
 }

@@ -9,9 +9,8 @@
 //! whose lease passed (its server died) is claimed again by the next look, so no run is lost
 //! to a restart and none runs twice at once. Times are given by the caller.
 
-use super::{Db, PageReq, Resealed, returned_id, unique_to_conflict};
-use crate::secrets::{Keyring, is_sealed};
-use crate::{Result, StoreError};
+use super::{Db, PageReq, returned_id, unique_to_conflict};
+use crate::Result;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -619,41 +618,4 @@ impl Db {
         .await?;
         Ok(r.rows_affected())
     }
-}
-
-/// [`Db::reseal_all`]'s part: rules' passwords.
-pub(crate) async fn reseal_replications(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    keyring: &Keyring,
-    done: &mut Resealed,
-) -> Result<()> {
-    let rows = sqlx::query(
-        "SELECT id, password FROM registry_replications WHERE password IS NOT NULL ORDER BY id",
-    )
-    .fetch_all(&mut **tx)
-    .await?;
-    for r in rows {
-        let id: i64 = r.try_get("id")?;
-        let old: String = r.try_get("password")?;
-        if !is_sealed(&old) {
-            continue;
-        }
-        let new = keyring
-            .reseal(&old, replication_password_aad(id).as_bytes())
-            .map_err(|source| StoreError::Secret {
-                what: format!("registry_replications {id}, password"),
-                source,
-            })?;
-        let Some(new) = new else { continue };
-        let r = sqlx::query(
-            "UPDATE registry_replications SET password = $1 WHERE id = $2 AND password = $3",
-        )
-        .bind(&new)
-        .bind(id)
-        .bind(&old)
-        .execute(&mut **tx)
-        .await?;
-        done.written += r.rows_affected();
-    }
-    Ok(())
 }

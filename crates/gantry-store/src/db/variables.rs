@@ -5,9 +5,8 @@
 //! row and its sealed value are written in one transaction. Nothing here ever sees the
 //! plaintext: the engine seals and opens.
 
-use super::{Db, Resealed, now_ms, returned_id, unique_to_conflict};
-use crate::secrets::{Keyring, is_sealed};
-use crate::{Result, StoreError};
+use super::{Db, now_ms, returned_id, unique_to_conflict};
+use crate::Result;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -267,38 +266,4 @@ impl Db {
             .await?;
         Ok(done.rows_affected() > 0)
     }
-}
-
-/// [`Db::reseal_all`]'s part for variables: every value sealed with another key is sealed
-/// again with the current one, conditionally on the value read.
-pub(crate) async fn reseal_variables(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    keyring: &Keyring,
-    done: &mut Resealed,
-) -> Result<()> {
-    let rows = sqlx::query("SELECT id, value FROM ci_variables ORDER BY id")
-        .fetch_all(&mut **tx)
-        .await?;
-    for r in rows {
-        let id: i64 = r.try_get("id")?;
-        let old: String = r.try_get("value")?;
-        if !is_sealed(&old) {
-            continue;
-        }
-        let new = keyring
-            .reseal(&old, variable_aad(id).as_bytes())
-            .map_err(|source| StoreError::Secret {
-                what: format!("ci_variables {id}, value"),
-                source,
-            })?;
-        let Some(new) = new else { continue };
-        let r = sqlx::query("UPDATE ci_variables SET value = $1 WHERE id = $2 AND value = $3")
-            .bind(&new)
-            .bind(id)
-            .bind(&old)
-            .execute(&mut **tx)
-            .await?;
-        done.written += r.rows_affected();
-    }
-    Ok(())
 }
